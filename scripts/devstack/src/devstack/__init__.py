@@ -1,0 +1,1 @@
+"""Run the sample's stack as local processes, for people and for the test suite."""

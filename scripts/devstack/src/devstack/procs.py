@@ -1,0 +1,66 @@
+"""Small process helpers: free ports, running as an unprivileged user, waiting for readiness."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def as_service_user(argv: Sequence[str], user: str) -> list[str]:
+    """PostgreSQL refuses to run as root; when we are root, run it as `user` instead."""
+    if os.geteuid() != 0:
+        return list(argv)
+    runuser = shutil.which("runuser") or "/usr/sbin/runuser"
+    return [runuser, "-u", user, "--", *argv]
+
+
+def chown_to(path: Path, user: str) -> None:
+    if os.geteuid() != 0:
+        return
+    entry = pwd.getpwnam(user)
+    for root, dirs, files in os.walk(path):
+        for name in [*dirs, *files]:
+            os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def wait_until(
+    check: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.1
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"{what} was not ready within {timeout:.0f}s")
+
+
+class CommandFailed(RuntimeError):
+    pass
+
+
+def run(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(list(argv), text=True, capture_output=True, check=False)
+    if result.returncode != 0:
+        raise CommandFailed(
+            f"{' '.join(argv)} exited with {result.returncode}:\n{result.stdout}{result.stderr}"
+        )
+    return result

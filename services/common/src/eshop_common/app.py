@@ -1,0 +1,35 @@
+"""One way to build a service's FastAPI app: problem handlers, identity, health, logging."""
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI
+
+from eshop_common import health
+from eshop_common.auth import TokenVerifier
+from eshop_common.problems import install_problem_handlers
+from eshop_common.settings import ServiceSettings
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def create_app(
+    *,
+    title: str,
+    description: str,
+    settings: ServiceSettings,
+    readiness_check: health.ReadinessCheck,
+    lifespan: Any,
+) -> FastAPI:
+    configure_logging(settings.log_level)
+    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
+    app.state.token_verifier = TokenVerifier(settings.jwt_secret.get_secret_value())
+    app.state.readiness_check = readiness_check
+    install_problem_handlers(app)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,105 @@
+"""Bearer-token identity: HS256 JWTs whose `sub` is the user id and whose `role` may be `admin`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import jwt
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from eshop_common.problems import Forbidden, Unauthorized
+from eshop_common.settings import DEMO_JWT_SECRET
+
+ALGORITHM = "HS256"
+ISSUER = "eshop-demo"
+ADMIN_ROLE = "admin"
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    roles: frozenset[str]
+
+    @property
+    def is_admin(self) -> bool:
+        return ADMIN_ROLE in self.roles
+
+
+class TokenVerifier:
+    def __init__(self, secret: str, *, leeway_seconds: int = 5) -> None:
+        self._secret = secret
+        self._leeway = leeway_seconds
+
+    def verify(self, token: str) -> User:
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[ALGORITHM],
+                issuer=ISSUER,
+                leeway=self._leeway,
+                options={"require": ["sub", "exp", "iss"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("The bearer token has expired.") from None
+        except jwt.InvalidTokenError as exc:
+            raise Unauthorized(f"The bearer token is not valid: {exc}.") from None
+        sub = claims["sub"]
+        if not isinstance(sub, str) or not sub.strip() or len(sub) > 128 or "\x00" in sub:
+            raise Unauthorized("The bearer token's subject is not a usable user id.")
+        role = claims.get("role", [])
+        roles = frozenset([role] if isinstance(role, str) else [r for r in role if isinstance(r, str)])
+        return User(id=sub, roles=roles)
+
+
+def mint_token(
+    secret: str, user_id: str, *, admin: bool = False, ttl: timedelta = timedelta(hours=8)
+) -> str:
+    """A demo token. The sample has no identity provider; this stands in for one."""
+    now = datetime.now(UTC)
+    claims: dict[str, Any] = {"sub": user_id, "iss": ISSUER, "iat": now, "exp": now + ttl}
+    if admin:
+        claims["role"] = ADMIN_ROLE
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+_bearer = HTTPBearer(auto_error=False, description="A JWT minted with `uv run mint-token <user>`")
+
+
+def current_user(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User:
+    if credentials is None:
+        raise Unauthorized("A bearer token is required.")
+    verifier: TokenVerifier = request.app.state.token_verifier
+    return verifier.verify(credentials.credentials)
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+def require_admin(user: CurrentUser) -> User:
+    if not user.is_admin:
+        raise Forbidden("This operation needs the admin role.")
+    return user
+
+
+AdminUser = Annotated[User, Depends(require_admin)]
+
+
+def mint_token_cli(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="mint-token", description="Print a demo bearer token for a user of the sample."
+    )
+    parser.add_argument("user", help="the user id that becomes the token's `sub`, e.g. alice")
+    parser.add_argument("--admin", action="store_true", help="add the admin role")
+    parser.add_argument("--ttl", type=int, default=8 * 3600, help="lifetime in seconds")
+    args = parser.parse_args(argv)
+    secret = os.environ.get("JWT_SECRET", DEMO_JWT_SECRET)
+    print(mint_token(secret, args.user, admin=args.admin, ttl=timedelta(seconds=args.ttl)))

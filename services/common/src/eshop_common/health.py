@@ -1,0 +1,24 @@
+"""`/healthz` says the process is alive; `/readyz` asks the service whether its dependencies are."""
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import APIRouter, Request
+
+# Raises a `Problem` (usually ServiceUnavailable) when a dependency is not ready.
+ReadinessCheck = Callable[[Request], Awaitable[None]]
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is up and serving."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> dict[str, str]:
+    """Every dependency the service needs answers."""
+    check: ReadinessCheck = request.app.state.readiness_check
+    await check(request)
+    return {"status": "ready"}

@@ -1,0 +1,15 @@
+"""Settings every service shares; each service subclasses `ServiceSettings`."""
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# A demo default so `docker compose up` and the local stack work out of the box. Override it with
+# JWT_SECRET anywhere that is not a laptop.
+DEMO_JWT_SECRET = "eshop-demo-jwt-secret-change-me-in-production"
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    jwt_secret: SecretStr = SecretStr(DEMO_JWT_SECRET)
+    log_level: str = "INFO"
