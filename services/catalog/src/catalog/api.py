@@ -1,0 +1,194 @@
+"""The catalog's HTTP routes: parse the request, call the service, shape the response."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
+from pydantic import AfterValidator, BeforeValidator
+from sqlalchemy.orm import Session
+
+from catalog import repository, service
+from catalog.pictures import Picture, PictureStore
+from catalog.repository import ItemFilter
+from catalog.schemas import (
+    BY_IDS_MAX,
+    INT32_MAX,
+    PAGE_SIZE_MAX,
+    SEARCH_TEXT_MAX,
+    BrandPublic,
+    Id,
+    ItemCreate,
+    ItemPublic,
+    ItemUpdate,
+    Page,
+    TypePublic,
+    storable_text,
+)
+from eshop_common.auth import AdminUser
+
+PAGE_INDEX_MAX = 1_000_000
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with repository.transaction(request.state.sessionmaker) as session:
+        yield session
+
+
+def get_pictures(request: Request) -> PictureStore:
+    store: PictureStore = request.state.pictures
+    return store
+
+
+# scope="function": the transaction commits before the response is sent, so a failed commit is
+# reported to the client instead of being lost after a 2xx.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+PicturesDep = Annotated[PictureStore, Depends(get_pictures)]
+ItemId = Annotated[int, Path(ge=1, le=INT32_MAX, description="The item's id")]
+
+
+def _split_ids(value: Any) -> Any:
+    # ?ids=1,2,3 and ?ids=1&ids=2 both arrive as a list of strings.
+    if isinstance(value, list):
+        return [part.strip() for entry in value for part in str(entry).split(",")]
+    return value
+
+
+def _search_text(value: str | None) -> str | None:
+    if value is None:
+        return None
+    return storable_text(value).strip() or None
+
+
+SearchText = Annotated[
+    str | None,
+    Query(max_length=SEARCH_TEXT_MAX, description="Words to look for in name and description"),
+    AfterValidator(_search_text),
+]
+IdList = Annotated[
+    list[Id],
+    Query(
+        min_length=1,
+        max_length=BY_IDS_MAX,
+        description=f"Comma-separated item ids, at most {BY_IDS_MAX}",
+    ),
+    BeforeValidator(_split_ids),
+]
+
+router = APIRouter(prefix="/api/catalog", tags=["catalog"])
+
+
+@router.get("/items")
+def read_items(
+    session: SessionDep,
+    page_index: Annotated[int, Query(alias="pageIndex", ge=0, le=PAGE_INDEX_MAX)] = 0,
+    page_size: Annotated[int, Query(alias="pageSize", ge=1, le=PAGE_SIZE_MAX)] = 10,
+    brand_id: Annotated[int | None, Query(alias="brandId", ge=1, le=INT32_MAX)] = None,
+    type_id: Annotated[int | None, Query(alias="typeId", ge=1, le=INT32_MAX)] = None,
+    q: SearchText = None,
+) -> Page[ItemPublic]:
+    """List catalog items a page at a time, filtered by brand, type and search text."""
+    filter_ = ItemFilter(brand_id=brand_id, type_id=type_id, text=q)
+    page = service.list_items(session, filter_, page_index, page_size)
+    return Page(
+        page_index=page.page_index,
+        page_size=page.page_size,
+        count=page.count,
+        items=[ItemPublic.from_model(item) for item in page.items],
+    )
+
+
+@router.get("/items/by-ids")
+def read_items_by_ids(session: SessionDep, ids: IdList) -> list[ItemPublic]:
+    """The items with the given ids, in the order asked for; unknown ids are left out."""
+    return [ItemPublic.from_model(item) for item in service.get_items(session, ids)]
+
+
+@router.get("/items/{item_id}")
+def read_item(session: SessionDep, item_id: ItemId) -> ItemPublic:
+    """One catalog item."""
+    return ItemPublic.from_model(service.get_item(session, item_id))
+
+
+def _not_modified(
+    picture: Picture, if_none_match: str | None, if_modified_since: str | None
+) -> bool:
+    if if_none_match is not None:
+        tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+        return "*" in tags or picture.etag in tags
+    return if_modified_since is not None and if_modified_since == picture.last_modified
+
+
+@router.get(
+    "/items/{item_id}/picture",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/svg+xml": {}, "image/png": {}, "image/jpeg": {}}},
+        304: {"description": "The client's copy is current"},
+    },
+)
+def read_item_picture(
+    session: SessionDep,
+    pictures: PicturesDep,
+    item_id: ItemId,
+    if_none_match: Annotated[str | None, Header(max_length=1024)] = None,
+    if_modified_since: Annotated[str | None, Header(max_length=128)] = None,
+) -> Response:
+    """The item's picture, cacheable and revalidated by ETag."""
+    picture = service.get_picture(session, pictures, item_id)
+    headers = {
+        "ETag": picture.etag,
+        "Last-Modified": picture.last_modified,
+        "Cache-Control": f"public, max-age={pictures.max_age}",
+        # SVG is a document format: never let one run script or be sniffed into something else.
+        "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox",
+        "X-Content-Type-Options": "nosniff",
+    }
+    if _not_modified(picture, if_none_match, if_modified_since):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    return Response(picture.content, media_type=picture.content_type, headers=headers)
+
+
+@router.get("/brands")
+def read_brands(session: SessionDep) -> list[BrandPublic]:
+    """Every brand, by name."""
+    return [BrandPublic.from_model(brand) for brand in service.list_brands(session)]
+
+
+@router.get("/types")
+def read_types(session: SessionDep) -> list[TypePublic]:
+    """Every item type, by name."""
+    return [TypePublic.from_model(type_) for type_ in service.list_types(session)]
+
+
+@router.post("/items", status_code=status.HTTP_201_CREATED)
+def create_item(
+    _admin: AdminUser,
+    session: SessionDep,
+    pictures: PicturesDep,
+    data: ItemCreate,
+    response: Response,
+) -> ItemPublic:
+    """Add an item to the catalog (admin only)."""
+    item = service.create_item(session, pictures, data)
+    response.headers["Location"] = f"/api/catalog/items/{item.id}"
+    return ItemPublic.from_model(item)
+
+
+@router.put("/items/{item_id}")
+def update_item(
+    _admin: AdminUser,
+    session: SessionDep,
+    pictures: PicturesDep,
+    item_id: ItemId,
+    data: ItemUpdate,
+) -> ItemPublic:
+    """Replace an item's data (admin only)."""
+    return ItemPublic.from_model(service.update_item(session, pictures, item_id, data))
+
+
+@router.delete("/items/{item_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_item(_admin: AdminUser, session: SessionDep, item_id: ItemId) -> None:
+    """Remove an item from the catalog (admin only)."""
+    service.delete_item(session, item_id)

@@ -1,0 +1,32 @@
+"""Catalog settings, read from the environment (DATABASE_URL, DB_POOL_SIZE, ...)."""
+
+from pathlib import Path
+
+from pydantic import field_validator
+from sqlalchemy.engine import make_url
+
+from eshop_common.settings import ServiceSettings
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/catalog"
+
+
+class Settings(ServiceSettings):
+    database_url: str = DEFAULT_DATABASE_URL
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
+    # Bounds on how long a request may wait for the database before it gets a 503.
+    db_pool_timeout: float = 2.0
+    db_connect_timeout: int = 3
+    db_statement_timeout_ms: int = 5000
+    pictures_dir: Path = PACKAGE_DIR / "pictures"
+    picture_max_age: int = 3600
+
+    @field_validator("database_url")
+    @classmethod
+    def _use_psycopg3(cls, value: str) -> str:
+        # Accept the plain postgresql:// form people copy around; always talk through psycopg 3.
+        url = make_url(value)
+        if url.drivername in ("postgresql", "postgres"):
+            url = url.set(drivername="postgresql+psycopg")
+        return url.render_as_string(hide_password=False)

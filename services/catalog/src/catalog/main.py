@@ -1,0 +1,59 @@
+"""The catalog service: app, lifespan (engine, sessionmaker, pictures) and readiness."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TypedDict
+
+from fastapi import FastAPI, Request
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+
+from catalog import repository
+from catalog.api import router
+from catalog.config import Settings
+from catalog.pictures import PictureStore
+from eshop_common.app import create_app
+
+APP_ID = "catalog-api"
+
+
+class State(TypedDict):
+    engine: Engine
+    sessionmaker: sessionmaker[Session]
+    pictures: PictureStore
+
+
+async def database_ready(request: Request) -> None:
+    await run_in_threadpool(repository.ping, request.state.engine)
+
+
+def create_catalog_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[State]:
+        engine = repository.make_engine(settings)
+        try:
+            yield {
+                "engine": engine,
+                "sessionmaker": repository.make_sessionmaker(engine),
+                "pictures": PictureStore(settings.pictures_dir, max_age=settings.picture_max_age),
+            }
+        finally:
+            engine.dispose()
+
+    app = create_app(
+        title="eShop catalog",
+        description="Products, brands and types: relational data in PostgreSQL via SQLAlchemy 2.",
+        settings=settings,
+        readiness_check=database_ready,
+        lifespan=lifespan,
+    )
+    app.include_router(router)
+    return app
+
+
+app = create_catalog_app()

@@ -1,0 +1,104 @@
+"""The catalog's relational model: brands, types and the items that belong to both."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    CheckConstraint,
+    Computed,
+    DateTime,
+    ForeignKey,
+    Index,
+    MetaData,
+    Numeric,
+    String,
+    func,
+)
+from sqlalchemy.dialects.postgresql import TSVECTOR
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Constraint names are part of the contract: the repository maps violations back to fields by name.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+NAME_MAX = 100
+DESCRIPTION_MAX = 1000
+PICTURE_FILE_NAME_MAX = 100
+PRICE_DIGITS, PRICE_SCALE = 10, 2
+TEXT_SEARCH_CONFIG = "english"
+
+# Name weighs more than description when ranking search results.
+SEARCH_VECTOR_SQL = (
+    f"setweight(to_tsvector('{TEXT_SEARCH_CONFIG}'::regconfig, name), 'A') || "
+    f"setweight(to_tsvector('{TEXT_SEARCH_CONFIG}'::regconfig, description), 'B')"
+)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class CatalogBrand(Base):
+    __tablename__ = "catalog_brand"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_MAX), unique=True)
+
+
+class CatalogType(Base):
+    __tablename__ = "catalog_type"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_MAX), unique=True)
+
+
+class CatalogItem(Base):
+    __tablename__ = "catalog_item"
+    __table_args__ = (
+        CheckConstraint("price >= 0", name="price_not_negative"),
+        CheckConstraint("available_stock >= 0", name="available_stock_not_negative"),
+        CheckConstraint("restock_threshold >= 0", name="restock_threshold_not_negative"),
+        CheckConstraint("max_stock_threshold >= 0", name="max_stock_threshold_not_negative"),
+        # Each filter is served together with the list order (name), so a filtered page is an
+        # index range scan with no sort.
+        Index("ix_catalog_item_catalog_brand_id_name", "catalog_brand_id", "name"),
+        Index("ix_catalog_item_catalog_type_id_name", "catalog_type_id", "name"),
+        Index("ix_catalog_item_search_vector", "search_vector", postgresql_using="gin"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_MAX), unique=True)
+    description: Mapped[str] = mapped_column(String(DESCRIPTION_MAX), server_default="")
+    price: Mapped[Decimal] = mapped_column(Numeric(PRICE_DIGITS, PRICE_SCALE))
+    picture_file_name: Mapped[str | None] = mapped_column(String(PICTURE_FILE_NAME_MAX))
+    catalog_brand_id: Mapped[int] = mapped_column(ForeignKey("catalog_brand.id"))
+    catalog_type_id: Mapped[int] = mapped_column(ForeignKey("catalog_type.id"))
+    available_stock: Mapped[int] = mapped_column(server_default="0")
+    restock_threshold: Mapped[int] = mapped_column(server_default="0")
+    max_stock_threshold: Mapped[int] = mapped_column(server_default="0")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+    # Kept by PostgreSQL itself; never loaded into Python, only used in WHERE and ORDER BY.
+    search_vector: Mapped[str] = mapped_column(
+        TSVECTOR,
+        Computed(SEARCH_VECTOR_SQL, persisted=True),
+        deferred=True,
+        deferred_raiseload=True,
+    )
+
+    brand: Mapped[CatalogBrand] = relationship(lazy="raise")
+    type: Mapped[CatalogType] = relationship(lazy="raise")
+
+
+UQ_ITEM_NAME = "uq_catalog_item_name"
+FK_ITEM_BRAND = "fk_catalog_item_catalog_brand_id_catalog_brand"
+FK_ITEM_TYPE = "fk_catalog_item_catalog_type_id_catalog_type"

@@ -1,0 +1,102 @@
+"""The catalog's rules: paging, lookups, and what a valid change to an item is."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from catalog import repository
+from catalog.errors import InvalidField, ItemNotFound, PictureNotFound
+from catalog.models import CatalogBrand, CatalogItem, CatalogType
+from catalog.pictures import Picture, PictureStore
+from catalog.repository import ItemFilter
+from catalog.schemas import ItemWrite
+
+
+@dataclass(frozen=True)
+class ItemPage:
+    page_index: int
+    page_size: int
+    count: int
+    items: Sequence[CatalogItem]
+
+
+def list_items(session: Session, filter_: ItemFilter, page_index: int, page_size: int) -> ItemPage:
+    count = repository.count_items(session, filter_)
+    offset = page_index * page_size
+    items = repository.page_items(session, filter_, offset, page_size) if offset < count else []
+    return ItemPage(page_index, page_size, count, items)
+
+
+def get_item(session: Session, item_id: int) -> CatalogItem:
+    item = repository.get_item(session, item_id)
+    if item is None:
+        raise ItemNotFound(item_id)
+    return item
+
+
+def get_items(session: Session, ids: Sequence[int]) -> list[CatalogItem]:
+    """The items that exist among `ids`, in the order asked for; unknown ids are left out."""
+    wanted = list(dict.fromkeys(ids))
+    found = {item.id: item for item in repository.get_items(session, wanted)}
+    return [found[i] for i in wanted if i in found]
+
+
+def get_picture(session: Session, pictures: PictureStore, item_id: int) -> Picture:
+    exists, file_name = repository.get_picture_file_name(session, item_id)
+    if not exists:
+        raise ItemNotFound(item_id)
+    picture = pictures.get(file_name) if file_name else None
+    if picture is None:
+        raise PictureNotFound(item_id)
+    return picture
+
+
+def _check_picture(pictures: PictureStore, data: ItemWrite) -> None:
+    if data.picture_file_name is not None and pictures.get(data.picture_file_name) is None:
+        raise InvalidField("pictureFileName", f"no picture named {data.picture_file_name!r}")
+
+
+def _apply(item: CatalogItem, data: ItemWrite) -> None:
+    item.name = data.name
+    item.description = data.description
+    item.price = data.price
+    item.picture_file_name = data.picture_file_name
+    item.catalog_brand_id = data.catalog_brand_id
+    item.catalog_type_id = data.catalog_type_id
+    item.available_stock = data.available_stock
+    item.restock_threshold = data.restock_threshold
+    item.max_stock_threshold = data.max_stock_threshold
+
+
+def create_item(session: Session, pictures: PictureStore, data: ItemWrite) -> CatalogItem:
+    _check_picture(pictures, data)
+    item = CatalogItem()
+    _apply(item, data)
+    return repository.save_item(session, item)
+
+
+def update_item(
+    session: Session, pictures: PictureStore, item_id: int, data: ItemWrite
+) -> CatalogItem:
+    _check_picture(pictures, data)
+    item = repository.get_item_to_change(session, item_id)
+    if item is None:
+        raise ItemNotFound(item_id)
+    _apply(item, data)
+    return repository.save_item(session, item)
+
+
+def delete_item(session: Session, item_id: int) -> None:
+    if not repository.delete_item(session, item_id):
+        raise ItemNotFound(item_id)
+
+
+def list_brands(session: Session) -> Sequence[CatalogBrand]:
+    return repository.list_brands(session)
+
+
+def list_types(session: Session) -> Sequence[CatalogType]:
+    return repository.list_types(session)
