@@ -8,13 +8,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from devstack.pytest_plugin import new_database
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, create_engine
 
 from catalog.config import Settings
 from catalog.db_cli import load_seed, migrate
 from catalog.main import create_catalog_app
+from devstack.pytest_plugin import new_database
 from eshop_common.auth import mint_token
 from eshop_common.settings import DEMO_JWT_SECRET
 

@@ -6,11 +6,10 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    CursorResult,
     Engine,
     Select,
     create_engine,
@@ -177,24 +176,28 @@ def list_types(session: Session) -> Sequence[CatalogType]:
 # ---- writes ------------------------------------------------------------------------------------
 
 
-def _translate_integrity_error(exc: IntegrityError, item: CatalogItem) -> Exception:
+def _translate_integrity_error(
+    exc: IntegrityError, name: str, brand_id: int, type_id: int
+) -> Exception:
     constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
     if constraint == UQ_ITEM_NAME:
-        return DuplicateItemName(item.name)
+        return DuplicateItemName(name)
     if constraint == FK_ITEM_BRAND:
-        return InvalidField("catalogBrandId", f"brand {item.catalog_brand_id} does not exist")
+        return InvalidField("catalogBrandId", f"brand {brand_id} does not exist")
     if constraint == FK_ITEM_TYPE:
-        return InvalidField("catalogTypeId", f"type {item.catalog_type_id} does not exist")
+        return InvalidField("catalogTypeId", f"type {type_id} does not exist")
     return exc
 
 
 def save_item(session: Session, item: CatalogItem) -> CatalogItem:
     """Write a new or changed item now (so constraint violations surface here) and reload it."""
+    # Read before the flush: a failed flush rolls back and expires the object.
+    written = (item.name, item.catalog_brand_id, item.catalog_type_id)
     session.add(item)
     try:
         session.flush()
     except IntegrityError as exc:
-        raise _translate_integrity_error(exc, item) from exc
+        raise _translate_integrity_error(exc, *written) from exc
     reloaded = get_item(session, item.id)
     assert reloaded is not None
     return reloaded
@@ -228,7 +231,10 @@ def insert_missing_items(session: Session, items: list[dict[str, Any]]) -> int:
     """Insert items whose name is not taken yet; existing rows are left exactly as they are."""
     if not items:
         return 0
-    result = session.execute(
-        insert(CatalogItem).values(items).on_conflict_do_nothing(index_elements=["name"])
+    inserted = session.scalars(
+        insert(CatalogItem)
+        .values(items)
+        .on_conflict_do_nothing(index_elements=["name"])
+        .returning(CatalogItem.id)
     )
-    return int(cast(CursorResult[Any], result).rowcount)
+    return len(inserted.all())

@@ -27,15 +27,15 @@ def upgrade() -> None:
         "catalog_brand",
         sa.Column("id", sa.Integer(), primary_key=True),
         sa.Column("name", sa.String(100), nullable=False),
-        sa.PrimaryKeyConstraint("id", name="pk_catalog_brand"),
-        sa.UniqueConstraint("name", name="uq_catalog_brand_name"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_catalog_brand")),
+        sa.UniqueConstraint("name", name=op.f("uq_catalog_brand_name")),
     )
     op.create_table(
         "catalog_type",
         sa.Column("id", sa.Integer(), primary_key=True),
         sa.Column("name", sa.String(100), nullable=False),
-        sa.PrimaryKeyConstraint("id", name="pk_catalog_type"),
-        sa.UniqueConstraint("name", name="uq_catalog_type_name"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_catalog_type")),
+        sa.UniqueConstraint("name", name=op.f("uq_catalog_type_name")),
     )
     op.create_table(
         "catalog_item",
@@ -61,37 +61,37 @@ def upgrade() -> None:
             sa.Computed(SEARCH_VECTOR_SQL, persisted=True),
             nullable=False,
         ),
-        sa.PrimaryKeyConstraint("id", name="pk_catalog_item"),
-        sa.UniqueConstraint("name", name="uq_catalog_item_name"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_catalog_item")),
+        sa.UniqueConstraint("name", name=op.f("uq_catalog_item_name")),
         sa.ForeignKeyConstraint(
             ["catalog_brand_id"],
             ["catalog_brand.id"],
-            name="fk_catalog_item_catalog_brand_id_catalog_brand",
+            name=op.f("fk_catalog_item_catalog_brand_id_catalog_brand"),
         ),
         sa.ForeignKeyConstraint(
             ["catalog_type_id"],
             ["catalog_type.id"],
-            name="fk_catalog_item_catalog_type_id_catalog_type",
+            name=op.f("fk_catalog_item_catalog_type_id_catalog_type"),
         ),
-        sa.CheckConstraint("price >= 0", name="ck_catalog_item_price_not_negative"),
+        sa.CheckConstraint("price >= 0", name=op.f("ck_catalog_item_price_not_negative")),
         sa.CheckConstraint(
-            "available_stock >= 0", name="ck_catalog_item_available_stock_not_negative"
-        ),
-        sa.CheckConstraint(
-            "restock_threshold >= 0", name="ck_catalog_item_restock_threshold_not_negative"
+            "available_stock >= 0", name=op.f("ck_catalog_item_available_stock_not_negative")
         ),
         sa.CheckConstraint(
-            "max_stock_threshold >= 0", name="ck_catalog_item_max_stock_threshold_not_negative"
+            "restock_threshold >= 0", name=op.f("ck_catalog_item_restock_threshold_not_negative")
+        ),
+        sa.CheckConstraint(
+            "max_stock_threshold >= 0", name=op.f("ck_catalog_item_max_stock_threshold_not_negative")
         ),
     )
     op.create_index(
-        "ix_catalog_item_catalog_brand_id_name", "catalog_item", ["catalog_brand_id", "name"]
+        op.f("ix_catalog_item_catalog_brand_id_name"), "catalog_item", ["catalog_brand_id", "name"]
     )
     op.create_index(
-        "ix_catalog_item_catalog_type_id_name", "catalog_item", ["catalog_type_id", "name"]
+        op.f("ix_catalog_item_catalog_type_id_name"), "catalog_item", ["catalog_type_id", "name"]
     )
     op.create_index(
-        "ix_catalog_item_search_vector",
+        op.f("ix_catalog_item_search_vector"),
         "catalog_item",
         ["search_vector"],
         postgresql_using="gin",

@@ -1,0 +1,93 @@
+"""When PostgreSQL goes away the catalog answers 503 quickly, and it heals when PostgreSQL returns."""
+
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from catalog.config import Settings
+from catalog.db_cli import load_seed, migrate
+from catalog.main import create_catalog_app
+from devstack.postgres import PostgresServer
+from devstack.procs import free_port
+
+BOUND_SECONDS = 5.0
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    # Outside pytest's temp dir: that is private to root, and the server runs as `postgres`.
+    base = Path(tempfile.mkdtemp(prefix="catalog-outage-pg-"))
+    base.chmod(0o755)
+    server = PostgresServer(base / "data", free_port(), durable=False)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def timed_get(client: TestClient, url: str):
+    started = time.monotonic()
+    response = client.get(url)
+    return response, time.monotonic() - started
+
+
+def test_database_outage_is_a_quick_503_and_the_service_recovers_by_itself(
+    own_postgres, assert_problem
+):
+    url = own_postgres.create_database("catalog")
+    migrate(url)
+    load_seed(url)
+    settings = Settings(database_url=url, db_connect_timeout=2, db_pool_timeout=1)
+    with TestClient(create_catalog_app(settings)) as client:
+        assert client.get("/api/catalog/items").status_code == 200
+        assert client.get("/readyz").status_code == 200
+
+        own_postgres.stop()
+        for path in [
+            "/api/catalog/items",
+            "/api/catalog/items/1",
+            "/api/catalog/brands",
+            "/readyz",
+        ]:
+            response, elapsed = timed_get(client, path)
+            body = assert_problem(response, 503)
+            assert "database" in body["detail"]
+            assert response.headers["retry-after"]
+            assert elapsed < BOUND_SECONDS, f"{path} took {elapsed:.1f}s"
+        assert client.get("/healthz").status_code == 200, "the process itself is still alive"
+
+        own_postgres.start()
+        deadline = time.monotonic() + 30
+        while (response := client.get("/api/catalog/items/1")).status_code != 200:
+            assert time.monotonic() < deadline, response.text
+            time.sleep(0.2)
+        assert response.json()["id"] == 1
+        assert client.get("/readyz").status_code == 200
+
+
+def test_a_write_during_an_outage_is_a_503_and_leaves_nothing_behind(
+    own_postgres, assert_problem, admin_headers, new_name
+):
+    url = own_postgres.create_database("catalog")
+    migrate(url)
+    load_seed(url)
+    settings = Settings(database_url=url, db_connect_timeout=2, db_pool_timeout=1)
+    name = new_name()
+    body = {"name": name, "price": 5, "catalogBrandId": 1, "catalogTypeId": 1}
+    with TestClient(create_catalog_app(settings)) as client:
+        own_postgres.stop()
+        response = client.post("/api/catalog/items", json=body, headers=admin_headers)
+        assert_problem(response, 503)
+        own_postgres.start()
+        deadline = time.monotonic() + 30
+        while (page := client.get("/api/catalog/items", params={"q": name})).status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert page.json()["count"] == 0
