@@ -1,4 +1,4 @@
-"""When PostgreSQL goes away the catalog answers 503 quickly, and it heals when PostgreSQL returns."""
+"""When PostgreSQL goes away the catalog answers 503 quickly, and heals when PostgreSQL returns."""
 
 import shutil
 import tempfile

@@ -1,4 +1,4 @@
-"""The schema is made by Alembic alone, matches the models, and its constraints hold on their own."""
+"""The schema comes from Alembic alone, matches the models, and its constraints hold alone."""
 
 import pytest
 import sqlalchemy as sa
@@ -57,7 +57,8 @@ def test_the_list_query_uses_the_brand_index(db):
         plan = (
             conn.execute(
                 sa.text(
-                    "EXPLAIN SELECT id FROM catalog_item WHERE catalog_brand_id = 1 ORDER BY name LIMIT 10"
+                    "EXPLAIN SELECT id FROM catalog_item WHERE catalog_brand_id = 1 "
+                    "ORDER BY name LIMIT 10"
                 )
             )
             .scalars()
@@ -91,7 +92,7 @@ def test_raw_sql_with_negative_stock_is_refused_by_the_check(db, new_name):
 
 
 def test_raw_sql_with_zero_price_and_stock_is_accepted(db, new_name):
-    """The control: the same insert at the boundary succeeds, so the refusals above are the CHECKs."""
+    """The control: the same insert at the boundary succeeds, so the refusals are the CHECKs."""
     raw_insert(db, new_name, price=0, stock=0)
 
 
