@@ -54,10 +54,14 @@ class PostgresServer:
                 as_service_user(
                     [
                         str(pg_bin_dir() / "initdb"),
-                        "-D", str(self.data_dir),
-                        "-U", "postgres",
-                        "-A", "trust",
-                        "-E", "UTF8",
+                        "-D",
+                        str(self.data_dir),
+                        "-U",
+                        "postgres",
+                        "-A",
+                        "trust",
+                        "-E",
+                        "UTF8",
                         "--locale=C.UTF-8",
                         "--no-sync",
                     ],
@@ -70,8 +74,18 @@ class PostgresServer:
         )
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        self._ctl("start", "-D", str(self.data_dir), "-w", "-t", "60",
-                  "-l", str(self.data_dir / "server.log"), "-o", options)
+        self._ctl(
+            "start",
+            "-D",
+            str(self.data_dir),
+            "-w",
+            "-t",
+            "60",
+            "-l",
+            str(self.data_dir / "server.log"),
+            "-o",
+            options,
+        )
 
     def stop(self) -> None:
         if (self.data_dir / "postmaster.pid").exists():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from sqlalchemy.engine import make_url
 from devstack.postgres import PostgresServer
 from devstack.procs import free_port
 from devstack.redis import RedisServer
+from devstack.stack import REPO_ROOT, Stack
 
 
 class DatabaseServer(Protocol):
@@ -74,5 +76,68 @@ def new_database(server: DatabaseServer, prefix: str = "test") -> str:
     return server.create_database(f"{prefix}_{uuid.uuid4().hex[:12]}")
 
 
-def repo_root() -> Path:
-    return Path(__file__).resolve().parents[4]
+@pytest.fixture(scope="session")
+def daprd_path() -> Path:
+    """The pinned daprd, built once by scripts/install-daprd and reused from its cache."""
+    out = subprocess.run(
+        [str(REPO_ROOT / "scripts" / "install-daprd")],
+        check=True,
+        text=True,
+        stdout=subprocess.PIPE,
+    ).stdout
+    return Path(out.strip().splitlines()[-1])
+
+
+class StackFactory:
+    """One running stack at a time, per state store; tests are grouped by the store they use."""
+
+    def __init__(self, postgres: DatabaseServer, redis_url: str, daprd: Path) -> None:
+        self._postgres = postgres
+        self._redis_url = redis_url
+        self._daprd = daprd
+        self._current: Stack | None = None
+
+    def get(self, state_store: str = "redis") -> Stack:
+        if self._current is not None and self._current.state_store == state_store:
+            return self._current
+        self.close()
+        state_dir = Path(tempfile.mkdtemp(prefix=f"eshop-stack-{state_store}-"))
+        stack = Stack(
+            state_dir=state_dir,
+            daprd=self._daprd,
+            free_ports=True,
+            durable=False,
+            state_store=state_store,
+            database_url=new_database(self._postgres, "stack"),
+            redis_url=self._redis_url,
+        )
+        try:
+            stack.start()
+        except BaseException:
+            stack.stop()
+            raise
+        self._current = stack
+        return stack
+
+    def close(self) -> None:
+        if self._current is not None:
+            self._current.stop()
+            shutil.rmtree(self._current.state_dir, ignore_errors=True)
+            self._current = None
+
+
+@pytest.fixture(scope="session")
+def stack_factory(
+    postgres_server: DatabaseServer, redis_url: str, daprd_path: Path
+) -> Iterator[StackFactory]:
+    factory = StackFactory(postgres_server, redis_url, daprd_path)
+    try:
+        yield factory
+    finally:
+        factory.close()
+
+
+@pytest.fixture(scope="session")
+def stack(stack_factory: StackFactory) -> Stack:
+    """The whole local stack from dapr.yaml (Redis state store), on free ports."""
+    return stack_factory.get("redis")

@@ -53,7 +53,9 @@ class TokenVerifier:
         if not isinstance(sub, str) or not sub.strip() or len(sub) > 128 or "\x00" in sub:
             raise Unauthorized("The bearer token's subject is not a usable user id.")
         role = claims.get("role", [])
-        roles = frozenset([role] if isinstance(role, str) else [r for r in role if isinstance(r, str)])
+        roles = frozenset(
+            [role] if isinstance(role, str) else [r for r in role if isinstance(r, str)]
+        )
         return User(id=sub, roles=roles)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any, ClassVar
 
@@ -81,7 +82,11 @@ class ServiceUnavailable(Problem):
 
 
 def problem_body(
-    status: int, title: str, detail: str | None = None, type_: str = "about:blank", **extensions: Any
+    status: int,
+    title: str,
+    detail: str | None = None,
+    type_: str = "about:blank",
+    **extensions: Any,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"type": type_, "title": title, "status": status}
     if detail:
@@ -95,7 +100,7 @@ def problem_response(
     detail: str | None = None,
     *,
     title: str | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
     **extensions: Any,
 ) -> JSONResponse:
     body = problem_body(status, title or HTTPStatus(status).phrase, detail, **extensions)
@@ -103,7 +108,7 @@ def problem_response(
 
 
 def _field_name(loc: tuple[int | str, ...]) -> str:
-    # ("body", "items", 0, "quantity") -> "items[0].quantity"; the first part says where it came from.
+    # ("body", "items", 0, "quantity") -> "items[0].quantity"; loc[0] says where it came from.
     name = ""
     for part in loc[1:] if len(loc) > 1 else loc:
         name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))

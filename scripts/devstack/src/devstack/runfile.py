@@ -1,0 +1,71 @@
+"""Read the Dapr multi-app run file (`dapr.yaml`): the one definition of apps, ports and flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    app_id: str
+    app_dir: Path
+    app_port: int
+    dapr_http_port: int
+    dapr_grpc_port: int
+    dapr_internal_grpc_port: int
+    command: list[str]
+    resources_path: Path
+    config_file: Path
+    log_level: str
+    app_protocol: str
+    env: dict[str, str]
+
+    def with_ports(self, app: int, http: int, grpc: int, internal: int) -> AppSpec:
+        return replace(
+            self, app_port=app, dapr_http_port=http, dapr_grpc_port=grpc,
+            dapr_internal_grpc_port=internal,
+        )  # fmt: skip
+
+    def daprd_args(self, resources_path: Path | None = None) -> list[str]:
+        """The sidecar's flags, as `dapr run -f` would pass them (no placement, no scheduler)."""
+        return [
+            "--app-id", self.app_id,
+            "--app-port", str(self.app_port),
+            "--app-protocol", self.app_protocol,
+            "--dapr-http-port", str(self.dapr_http_port),
+            "--dapr-grpc-port", str(self.dapr_grpc_port),
+            "--dapr-internal-grpc-port", str(self.dapr_internal_grpc_port),
+            "--dapr-listen-addresses", "127.0.0.1",
+            "--resources-path", str(resources_path or self.resources_path),
+            "--config", str(self.config_file),
+            "--log-level", self.log_level,
+            "--enable-metrics=false",
+        ]  # fmt: skip
+
+
+def load_run_file(path: Path) -> dict[str, AppSpec]:
+    doc: dict[str, Any] = yaml.safe_load(path.read_text())
+    base = path.parent
+    common = doc.get("common", {})
+    apps: dict[str, AppSpec] = {}
+    for app in doc["apps"]:
+        merged = {**common, **app}
+        apps[app["appID"]] = AppSpec(
+            app_id=app["appID"],
+            app_dir=(base / app["appDirPath"]).resolve(),
+            app_port=int(merged["appPort"]),
+            dapr_http_port=int(merged["daprHTTPPort"]),
+            dapr_grpc_port=int(merged["daprGRPCPort"]),
+            dapr_internal_grpc_port=int(merged["daprInternalGRPCPort"]),
+            command=list(merged["command"]),
+            resources_path=(base / merged["resourcesPath"]).resolve(),
+            config_file=(base / merged["configFilePath"]).resolve(),
+            log_level=merged.get("logLevel", "info"),
+            app_protocol=merged.get("appProtocol", "http"),
+            env={**common.get("env", {}), **app.get("env", {})},
+        )
+    return apps

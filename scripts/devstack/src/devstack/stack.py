@@ -1,0 +1,248 @@
+"""The whole sample as local processes: PostgreSQL, Redis, each app with its daprd sidecar."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from devstack.postgres import PostgresServer
+from devstack.procs import free_port, wait_until
+from devstack.redis import RedisServer
+from devstack.runfile import AppSpec, load_run_file
+
+REPO_ROOT = Path(__file__).resolve().parents[4]
+RUN_FILE = REPO_ROOT / "dapr.yaml"
+DEMO_JWT_SECRET = "eshop-demo-jwt-secret-change-me-in-production"
+DEMO_DAPR_API_TOKEN = "eshop-demo-dapr-api-token"
+DEMO_APP_API_TOKEN = "eshop-demo-app-api-token"
+STATE_STORES = ("redis", "postgresql")
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.popen.poll() is not None:
+            return
+        try:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(timeout=5)
+        except ProcessLookupError:
+            pass
+
+
+@dataclass
+class Stack:
+    """Start with `start()`, stop with `stop()`. Ports come from dapr.yaml unless `free_ports`."""
+
+    state_dir: Path
+    daprd: Path
+    free_ports: bool = False
+    durable: bool = True
+    state_store: str = "redis"
+    stream_logs: bool = False
+    database_url: str | None = None
+    redis_url: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    apps: dict[str, AppSpec] = field(init=False)
+    postgres: PostgresServer | None = field(default=None, init=False)
+    redis: RedisServer | None = field(default=None, init=False)
+    procs: dict[str, Proc] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        if self.state_store not in STATE_STORES:
+            raise ValueError(f"state_store must be one of {STATE_STORES}")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.apps = load_run_file(RUN_FILE)
+        if self.free_ports:
+            self.apps = {
+                app_id: spec.with_ports(free_port(), free_port(), free_port(), free_port())
+                for app_id, spec in self.apps.items()
+            }
+
+    # -- infrastructure -------------------------------------------------------------------
+    def start_infra(self) -> None:
+        if self.database_url is None:
+            pg_dir = self.state_dir / "postgres"
+            pg_port = free_port() if self.free_ports else 5433
+            self.postgres = PostgresServer(pg_dir, pg_port, durable=self.durable)
+            if not self.postgres.is_running():
+                self.state_dir.chmod(0o755)
+                self.postgres.start()
+            self.database_url = self.postgres.url("postgres")
+        if self.redis_url is None:
+            self.redis = RedisServer(
+                self.state_dir / "redis", free_port() if self.free_ports else 6380
+            )
+            self.redis.start()
+            self.redis_url = self.redis.url
+
+    def init_catalog_database(self) -> None:
+        subprocess.run(
+            ["uv", "run", "--no-sync", "catalog-db", "init"],
+            cwd=REPO_ROOT, env=self._app_env(self.apps["catalog-api"]), check=True,
+        )  # fmt: skip
+
+    # -- apps and sidecars ----------------------------------------------------------------
+    @property
+    def shared_env(self) -> dict[str, str]:
+        return {
+            "JWT_SECRET": DEMO_JWT_SECRET,
+            "DAPR_API_TOKEN": DEMO_DAPR_API_TOKEN,
+            "APP_API_TOKEN": DEMO_APP_API_TOKEN,
+            **self.env,
+        }
+
+    def _app_env(self, spec: AppSpec, extra: dict[str, str] | None = None) -> dict[str, str]:
+        assert self.database_url is not None
+        return {
+            **os.environ,
+            **self.shared_env,
+            **spec.env,
+            "APP_PORT": str(spec.app_port),
+            "DAPR_HTTP_PORT": str(spec.dapr_http_port),
+            "DAPR_GRPC_PORT": str(spec.dapr_grpc_port),
+            "DATABASE_URL": self.database_url,
+            **(extra or {}),
+        }
+
+    def _daprd_env(self) -> dict[str, str]:
+        assert self.redis_url is not None
+        assert self.database_url is not None
+        redis_host = self.redis_url.removeprefix("redis://").split("/")[0]
+        pg = self.database_url.replace("postgresql+psycopg://", "postgres://")
+        return {
+            **os.environ,
+            **self.shared_env,
+            "REDIS_HOST": redis_host,
+            "REDIS_PASSWORD": "",
+            "STATE_PG_CONNECTION_STRING": pg,
+            "NAME_RESOLUTION_DB": str(self.state_dir / "nameresolution.db"),
+            # Register and call sidecars on loopback: nothing leaves this machine.
+            "DAPR_HOST_IP": "127.0.0.1",
+        }
+
+    def resources_path(self) -> Path:
+        components = REPO_ROOT / "components"
+        if self.state_store == "redis":
+            return components
+        # Same components, with the PostgreSQL statestore file in place of the Redis one.
+        target = self.state_dir / f"resources-{self.state_store}"
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        for path in components.glob("*.yaml"):
+            if path.name != "statestore.yaml":
+                shutil.copy(path, target / path.name)
+        shutil.copy(components / self.state_store / "statestore.yaml", target / "statestore.yaml")
+        return target
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> Proc:
+        log_path = self.state_dir / "logs" / f"{name}.log"
+        log_path.parent.mkdir(exist_ok=True)
+        popen = subprocess.Popen(
+            argv, cwd=cwd, env=env, start_new_session=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        threading.Thread(
+            target=_pump, args=(popen.stdout, log_path, name if self.stream_logs else None),
+            daemon=True,
+        ).start()  # fmt: skip
+        proc = Proc(name, popen)
+        self.procs[name] = proc
+        return proc
+
+    def start_sidecar(self, app_id: str) -> None:
+        spec = self.apps[app_id]
+        args = spec.daprd_args(self.resources_path())
+        self._spawn(f"{app_id}-dapr", [str(self.daprd), *args], self._daprd_env(), REPO_ROOT)
+
+    def start_app(self, app_id: str, extra_env: dict[str, str] | None = None) -> None:
+        spec = self.apps[app_id]
+        self._spawn(app_id, spec.command, self._app_env(spec, extra_env), spec.app_dir)
+
+    def start_extra_app(self, name: str, app_id: str, port: int, env: dict[str, str]) -> str:
+        """Another process of `app_id`'s code on `port`, using the same sidecar: for experiments."""
+        spec = self.apps[app_id].with_ports(
+            port, self.apps[app_id].dapr_http_port, self.apps[app_id].dapr_grpc_port,
+            self.apps[app_id].dapr_internal_grpc_port,
+        )  # fmt: skip
+        self._spawn(name, spec.command, self._app_env(spec, env), spec.app_dir)
+        url = f"http://127.0.0.1:{port}"
+        self.wait_ready(name, url)
+        return url
+
+    def stop_process(self, name: str) -> None:
+        if proc := self.procs.pop(name, None):
+            proc.stop()
+
+    def log_text(self, name: str) -> str:
+        return (self.state_dir / "logs" / f"{name}.log").read_text(errors="replace")
+
+    def url(self, app_id: str) -> str:
+        return f"http://127.0.0.1:{self.apps[app_id].app_port}"
+
+    def dapr_url(self, app_id: str) -> str:
+        return f"http://127.0.0.1:{self.apps[app_id].dapr_http_port}"
+
+    def wait_ready(self, name: str, url: str | None = None, timeout: float = 90) -> None:
+        url = url or self.url(name)
+
+        def ready() -> bool:
+            proc = self.procs.get(name)
+            if proc is not None and proc.popen.poll() is not None:
+                log = (self.state_dir / "logs" / f"{name}.log").read_text()[-3000:]
+                raise RuntimeError(f"{name} exited with {proc.popen.returncode}:\n{log}")
+            try:
+                return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, timeout=timeout, what=f"{name} at {url}", interval=0.25)
+
+    def start_app_with_sidecar(self, app_id: str) -> None:
+        self.start_sidecar(app_id)
+        self.start_app(app_id)
+        self.wait_ready(app_id)
+
+    def start(self) -> None:
+        self.start_infra()
+        self.init_catalog_database()
+        for app_id in self.apps:
+            self.start_sidecar(app_id)
+            self.start_app(app_id)
+        for app_id in self.apps:
+            self.wait_ready(app_id)
+
+    def stop(self) -> None:
+        for name in reversed(list(self.procs)):
+            self.stop_process(name)
+        if self.redis:
+            self.redis.stop()
+        if self.postgres:
+            self.postgres.stop()
+
+
+def _pump(stream: IO[bytes] | None, log_path: Path, prefix: str | None) -> None:
+    if stream is None:
+        return
+    with log_path.open("ab") as log:
+        for line in iter(stream.readline, b""):
+            log.write(line)
+            log.flush()
+            if prefix is not None:
+                sys.stdout.write(f"{prefix:>16} | {line.decode(errors='replace')}")
+                sys.stdout.flush()

@@ -1,0 +1,31 @@
+"""Helpers for tests that talk to the running services over HTTP."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def unique_user(prefix: str = "buyer") -> str:
+    """A fresh user id per test, so tests never share a basket and need no cleanup."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def quantities(basket: dict[str, Any]) -> dict[int, int]:
+    return {item["productId"]: item["quantity"] for item in basket["items"]}
+
+
+def assert_problem(resp: httpx.Response, status: int, field: str | None = None) -> dict[str, Any]:
+    """The response is an RFC 9457 problem with `status`, naming `field` when given."""
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith(PROBLEM_JSON), resp.headers
+    body: dict[str, Any] = resp.json()
+    assert body["status"] == status
+    assert body["title"]
+    if field is not None:
+        assert field in body.get("detail", ""), body
+    return body

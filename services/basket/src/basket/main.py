@@ -1,0 +1,44 @@
+"""The basket service: FastAPI app, lifespan and readiness."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TypedDict
+
+from fastapi import FastAPI, Request
+
+from basket import api
+from basket.config import Settings
+from basket.service import BasketService
+from basket.state import DaprSidecar, make_http_client
+from eshop_common.app import create_app
+from eshop_common.problems import ServiceUnavailable
+
+settings = Settings()
+
+
+class State(TypedDict):
+    sidecar: DaprSidecar
+    baskets: BasketService
+
+
+@asynccontextmanager
+async def lifespan(_: FastAPI) -> AsyncIterator[State]:
+    async with make_http_client(settings) as http:
+        sidecar = DaprSidecar(http, settings.state_store_name, settings.catalog_app_id)
+        yield {"sidecar": sidecar, "baskets": BasketService(sidecar, settings)}
+
+
+async def readiness(request: Request) -> None:
+    sidecar: DaprSidecar = request.state.sidecar
+    if not await sidecar.is_ready():
+        raise ServiceUnavailable("The Dapr sidecar or one of its components is not ready.")
+
+
+app = create_app(
+    title="eShop basket API",
+    description="Each buyer's basket, kept as one key/value entry through the Dapr state API.",
+    settings=settings,
+    readiness_check=readiness,
+    lifespan=lifespan,
+)
+app.include_router(api.router)

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from devstack.pytest_plugin import StackFactory
+from devstack.stack import DEMO_JWT_SECRET, STATE_STORES, Stack
+from eshop_common.auth import mint_token
+
+
+@pytest.fixture(scope="session", params=STATE_STORES)
+def basket_stack(request: pytest.FixtureRequest, stack_factory: StackFactory) -> Stack:
+    """Every basket test runs twice: on the Redis state store and on the PostgreSQL one."""
+    return stack_factory.get(request.param)
+
+
+@pytest.fixture
+def basket_url(basket_stack: Stack) -> str:
+    return basket_stack.url("basket-api")
+
+
+@pytest.fixture
+def as_user(basket_url: str) -> Callable[[str], httpx.Client]:
+    clients: list[httpx.Client] = []
+
+    def make(user_id: str, *, admin: bool = False) -> httpx.Client:
+        token = mint_token(DEMO_JWT_SECRET, user_id, admin=admin)
+        client = httpx.Client(
+            base_url=basket_url, headers={"Authorization": f"Bearer {token}"}, timeout=20
+        )
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def products(basket_stack: Stack) -> list[dict]:
+    """A few real catalog items (id, name, price), read from the running catalog."""
+    resp = httpx.get(
+        f"{basket_stack.url('catalog-api')}/api/catalog/items",
+        params={"pageIndex": 0, "pageSize": 10},
+    )
+    resp.raise_for_status()
+    return resp.json()["items"]

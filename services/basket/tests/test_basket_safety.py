@@ -1,0 +1,171 @@
+"""The chapter's claims, each proven against a real sidecar and store, with a control."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import psycopg
+import pytest
+import redis
+
+from devstack.procs import free_port
+from devstack.stack import DEMO_JWT_SECRET, Stack
+from devstack.testkit import quantities
+from devstack.testkit import unique_user as buyer
+from eshop_common.auth import mint_token
+
+CLIENTS = 20
+
+
+async def add_concurrently(url: str, user: str, product_id: int, n: int) -> list[int]:
+    headers = {"Authorization": f"Bearer {mint_token(DEMO_JWT_SECRET, user)}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
+        responses = await asyncio.gather(
+            *(
+                client.post("/api/basket/items", json={"productId": product_id, "quantity": 1})
+                for _ in range(n)
+            )
+        )
+    return [r.status_code for r in responses]
+
+
+def read_basket(url: str, user: str) -> dict:
+    headers = {"Authorization": f"Bearer {mint_token(DEMO_JWT_SECRET, user)}"}
+    resp = httpx.get(f"{url}/api/basket", headers=headers)
+    resp.raise_for_status()
+    return resp.json()
+
+
+def test_concurrent_adds_to_one_basket_lose_no_update(basket_stack: Stack, products):
+    me, pid = buyer(), products[0]["id"]
+    url = basket_stack.url("basket-api")
+    statuses = asyncio.run(add_concurrently(url, me, pid, CLIENTS))
+    assert statuses == [200] * CLIENTS
+    assert quantities(read_basket(url, me)) == {pid: CLIENTS}
+    # Conflicts are failures to Dapr's circuit breaker; contention alone must not open it.
+    assert "to open" not in basket_stack.log_text("basket-api-dapr")
+
+
+@pytest.fixture
+def unsafe_basket(basket_stack: Stack):
+    """The control: the same code on the same sidecar, saving last-write-wins without an ETag."""
+    name = f"basket-unsafe-{basket_stack.state_store}"
+    url = basket_stack.start_extra_app(
+        name, "basket-api", free_port(), {"BASKET_OPTIMISTIC_CONCURRENCY": "false"}
+    )
+    yield url
+    basket_stack.stop_process(name)
+
+
+def test_the_control_without_etags_does_lose_updates(unsafe_basket, products):
+    me, pid = buyer(), products[0]["id"]
+    statuses = asyncio.run(add_concurrently(unsafe_basket, me, pid, CLIENTS))
+    assert statuses == [200] * CLIENTS  # every client was told its add succeeded...
+    assert quantities(read_basket(unsafe_basket, me))[pid] < CLIENTS  # ...yet some were lost
+
+
+def test_one_buyer_can_never_read_or_change_another_buyers_basket(as_user, products):
+    alice, bob = as_user(buyer()), as_user(buyer())
+    a, b = products[0]["id"], products[1]["id"]
+    alice.post("/api/basket/items", json={"productId": a, "quantity": 3})
+    alice_basket = alice.get("/api/basket").json()
+
+    assert bob.get("/api/basket").json()["items"] == []
+    bob.post("/api/basket/items", json={"productId": b, "quantity": 1})
+    bob.patch(f"/api/basket/items/{a}", json={"quantity": 9})
+    bob.delete(f"/api/basket/items/{a}")
+    bob.put("/api/basket", json={"items": [], "buyerId": alice_basket["buyerId"]})
+    bob.delete("/api/basket")
+
+    assert alice.get("/api/basket").json() == alice_basket
+
+
+def stored_basket(stack: Stack, buyer_id: str) -> tuple[dict, str, bool]:
+    """The basket as the store holds it, read straight from Redis or PostgreSQL: (value, etag,
+    expires)."""
+    key = f"basket-api||{buyer_id}"
+    if stack.state_store == "redis":
+        store = redis.Redis.from_url(stack.redis_url, decode_responses=True)
+        assert store.type(key) == "hash"
+        fields = store.hgetall(key)
+        assert set(fields) == {"data", "version", "first-write"}
+        return json.loads(fields["data"]), fields["version"], 0 < store.ttl(key) <= 30 * 86400
+    url = stack.database_url.replace("postgresql+psycopg", "postgresql")
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "select value, etag, expires_at from dapr_state where key = %s", (key,)
+        ).fetchone()
+    assert row is not None
+    value, etag, expires_at = row
+    # The v2 PostgreSQL store keeps the value as the raw bytes the sidecar was given.
+    return json.loads(bytes(value)), str(etag), expires_at is not None
+
+
+def test_the_store_keeps_the_basket_under_the_app_id_prefix_with_its_etag(
+    basket_stack: Stack, as_user, products
+):
+    me = buyer()
+    client = as_user(me)
+    client.post("/api/basket/items", json={"productId": products[0]["id"], "quantity": 2})
+    resp = client.get("/api/basket")
+
+    value, etag, expires = stored_basket(basket_stack, me)
+    assert value == resp.json()
+    assert f'"{etag}"' == resp.headers["etag"]
+    assert expires, "every save sets ttlInSeconds"
+
+
+def test_a_basket_expires_after_its_ttl(basket_stack: Stack, products):
+    name = f"basket-short-ttl-{basket_stack.state_store}"
+    url = basket_stack.start_extra_app(name, "basket-api", free_port(), {"BASKET_TTL_SECONDS": "2"})
+    try:
+        me = buyer()
+        headers = {"Authorization": f"Bearer {mint_token(DEMO_JWT_SECRET, me)}"}
+        httpx.post(
+            f"{url}/api/basket/items", json={"productId": products[0]["id"]}, headers=headers
+        ).raise_for_status()
+        assert read_basket(url, me)["items"]
+        deadline = time.monotonic() + 15
+        while read_basket(url, me)["items"] and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert read_basket(url, me)["items"] == []
+    finally:
+        basket_stack.stop_process(name)
+
+
+def test_restarting_the_basket_service_keeps_the_basket(basket_stack: Stack, as_user, products):
+    client = as_user(buyer())
+    client.post("/api/basket/items", json={"productId": products[0]["id"], "quantity": 4})
+    before = client.get("/api/basket").json()
+
+    basket_stack.stop_process("basket-api")
+    basket_stack.start_app("basket-api")
+    basket_stack.wait_ready("basket-api")
+
+    assert client.get("/api/basket").json() == before
+
+
+def test_sidecar_down_is_a_quick_503_and_the_service_recovers(
+    basket_stack: Stack, as_user, products
+):
+    client = as_user(buyer())
+    client.post("/api/basket/items", json={"productId": products[0]["id"], "quantity": 1})
+    before = client.get("/api/basket").json()
+
+    basket_stack.stop_process("basket-api-dapr")
+    try:
+        started = time.monotonic()
+        resp = client.get("/api/basket")
+        assert resp.status_code == 503
+        assert resp.headers["content-type"].startswith("application/problem+json")
+        assert "retry-after" in resp.headers
+        assert time.monotonic() - started < 6
+        assert httpx.get(f"{basket_stack.url('basket-api')}/readyz").status_code == 503
+    finally:
+        basket_stack.start_sidecar("basket-api")
+        basket_stack.wait_ready("basket-api")
+
+    assert client.get("/api/basket").json() == before

@@ -1,0 +1,22 @@
+"""`serve <module:app>`: run a service with uvicorn on $APP_PORT, as `dapr run` expects."""
+
+import argparse
+import os
+
+import uvicorn
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="serve", description=__doc__)
+    parser.add_argument("app", help="import path of the ASGI app, e.g. basket.main:app")
+    parser.add_argument("--host", default=os.environ.get("APP_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("APP_PORT", "8000")))
+    args = parser.parse_args(argv)
+    uvicorn.run(
+        args.app,
+        host=args.host,
+        port=args.port,
+        log_level=os.environ.get("LOG_LEVEL", "info").lower(),
+        access_log=os.environ.get("ACCESS_LOG", "false").lower() == "true",
+        proxy_headers=False,
+    )
