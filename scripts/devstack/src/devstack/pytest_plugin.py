@@ -60,16 +60,22 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Databa
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if url := os.environ.get("REDIS_URL"):
-        yield url
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer | None]:
+    """The private Redis, or None when REDIS_URL names one that tests must not stop."""
+    if os.environ.get("REDIS_URL"):
+        yield None
         return
     server = RedisServer(tmp_path_factory.mktemp("redis"), free_port())
     server.start()
     try:
-        yield server.url
+        yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer | None) -> str:
+    return redis_server.url if redis_server else os.environ["REDIS_URL"]
 
 
 def new_database(server: DatabaseServer, prefix: str = "test") -> str:
