@@ -32,7 +32,7 @@ def up(args: argparse.Namespace) -> int:
         stream_logs=True,
     )
     stopping = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: stopping.set())
     try:
         stack.start()
@@ -41,7 +41,11 @@ def up(args: argparse.Namespace) -> int:
             print(f"  {app_id:<12} {stack.url(app_id)}/docs   sidecar {stack.dapr_url(app_id)}")
         print(f"\nA token for alice:\n  export TOKEN={mint_token(DEMO_JWT_SECRET, 'alice')}")
         print(f'  curl -H "Authorization: Bearer $TOKEN" {stack.url("basket-api")}/api/basket\n')
-        stopping.wait()
+        while not stopping.wait(1):
+            stack.check_alive()
+    except RuntimeError as exc:
+        print(f"\nthe stack failed: {exc}", file=sys.stderr, flush=True)
+        return 1
     finally:
         print("\nstopping...", flush=True)
         stack.stop()

@@ -189,6 +189,13 @@ class Stack:
         if proc := self.procs.pop(name, None):
             proc.stop()
 
+    def check_alive(self) -> None:
+        """Raise if any process of the stack has exited."""
+        for name, proc in self.procs.items():
+            if proc.popen.poll() is not None:
+                tail = self.log_text(name)[-3000:]
+                raise RuntimeError(f"{name} exited with {proc.popen.returncode}:\n{tail}")
+
     def log_text(self, name: str) -> str:
         return (self.state_dir / "logs" / f"{name}.log").read_text(errors="replace")
 
@@ -202,10 +209,7 @@ class Stack:
         url = url or self.url(name)
 
         def ready() -> bool:
-            proc = self.procs.get(name)
-            if proc is not None and proc.popen.poll() is not None:
-                log = (self.state_dir / "logs" / f"{name}.log").read_text()[-3000:]
-                raise RuntimeError(f"{name} exited with {proc.popen.returncode}:\n{log}")
+            self.check_alive()
             try:
                 return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
             except httpx.HTTPError:

@@ -16,6 +16,8 @@ def configure_logging(level: str) -> None:
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # One line per sidecar call drowns the service's own messages.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def create_app(

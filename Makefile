@@ -1,0 +1,38 @@
+# Every command a person needs. `make help` lists them.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+.PHONY: help prerequisites sync daprd run test lint format typecheck compose-check token admin-token bench
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+prerequisites: ## install PostgreSQL, Redis, docker-compose (Debian) and uv (PyPI)
+	scripts/install-prerequisites
+
+sync: ## install the Python dependencies from uv.lock
+	uv sync --locked
+
+daprd: ## build or reuse the pinned daprd (first build takes minutes)
+	scripts/install-daprd
+
+run: sync daprd ## run the whole stack locally from dapr.yaml until Ctrl-C
+	uv run --no-sync devstack up
+
+test: sync daprd ## run every test against real PostgreSQL, Redis and daprd
+	uv run --no-sync pytest
+
+lint: ## ruff lint + format check, mypy
+	uv run --no-sync ruff check .
+	uv run --no-sync ruff format --check .
+	uv run --no-sync mypy services/common/src services/catalog/src services/basket/src scripts/devstack/src
+
+format: ## apply ruff's fixes and formatting
+	uv run --no-sync ruff check --fix .
+	uv run --no-sync ruff format .
+
+token: ## print a demo token: make token USER_ID=alice
+	@uv run --no-sync mint-token $(or $(USER_ID),alice)
+
+admin-token: ## print a demo token with the admin role
+	@uv run --no-sync mint-token $(or $(USER_ID),admin) --admin
