@@ -29,6 +29,7 @@ def up(args: argparse.Namespace) -> int:
         state_dir=Path(args.state_dir).resolve(),
         daprd=install_daprd(),
         state_store=args.state_store,
+        free_ports=args.free_ports,
         stream_logs=True,
     )
     stopping = threading.Event()
@@ -58,6 +59,9 @@ def main(argv: list[str] | None = None) -> None:
     p_up = sub.add_parser("up", help="start the stack in the foreground")
     p_up.add_argument("--state-dir", default=str(REPO_ROOT / ".stack"))
     p_up.add_argument("--state-store", choices=STATE_STORES, default="redis")
+    p_up.add_argument(
+        "--free-ports", action="store_true", help="pick free ports instead of dapr.yaml's"
+    )
     p_up.set_defaults(func=up)
     args = parser.parse_args(argv)
     sys.exit(args.func(args))

@@ -24,7 +24,7 @@ class BasketItem(CamelModel):
     unit_price: Money
     old_unit_price: Money | None = None
     quantity: int
-    picture_url: str
+    picture_url: str | None = None  # a catalog item may have no picture
 
 
 class Basket(CamelModel):

@@ -202,7 +202,7 @@ def _new_item(product: dict[str, Any], quantity: int) -> BasketItem:
         product_name=product["name"],
         unit_price=Decimal(str(product["price"])),
         quantity=quantity,
-        picture_url=product.get("pictureUrl", ""),
+        picture_url=product.get("pictureUrl"),
     )
 
 
