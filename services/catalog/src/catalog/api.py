@@ -36,7 +36,7 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def get_pictures(request: Request) -> PictureStore:
+async def get_pictures(request: Request) -> PictureStore:
     store: PictureStore = request.state.pictures
     return store
 
