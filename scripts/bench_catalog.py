@@ -33,11 +33,16 @@ from typing import Any
 import aiohttp
 import psycopg
 from psycopg_pool import AsyncConnectionPool
-from sqlalchemy import Select
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
 from catalog.db_cli import load_seed, migrate
-from catalog.repository import ItemFilter, count_items_query, items_by_ids_query, page_items_query
+from catalog.repository import (
+    ItemFilter,
+    Query,
+    count_items_query,
+    items_by_ids_query,
+    page_items_query,
+)
 from catalog.seed import load_seed_file
 from devstack.postgres import PostgresServer
 from devstack.procs import free_port, wait_until
@@ -190,7 +195,7 @@ async def saturate(op: Op, concurrency: int, duration: float) -> Result:
 class Scenario:
     name: str
     path: Callable[[int], str]
-    statements: Callable[[int], list[Select[Any]]]
+    statements: Callable[[int], list[Query]]
 
 
 def make_scenarios(max_id: int) -> list[Scenario]:
@@ -200,7 +205,7 @@ def make_scenarios(max_id: int) -> list[Scenario]:
     def page(i: int) -> int:
         return i % 5
 
-    def list_stmts(f: ItemFilter, i: int) -> list[Select[Any]]:
+    def list_stmts(f: ItemFilter, i: int) -> list[Query]:
         return [count_items_query(f), page_items_query(f, page(i) * PAGE_SIZE, PAGE_SIZE)]
 
     brand = ItemFilter(brand_id=BRAND_ID)
@@ -231,8 +236,11 @@ def make_scenarios(max_id: int) -> list[Scenario]:
     ]
 
 
-def compile_for_psycopg(stmt: Select[Any]) -> tuple[str, dict[str, Any]]:
-    compiled = stmt.compile(dialect=DIALECT, compile_kwargs={"render_postcompile": True})
+def compile_for_psycopg(query: Query) -> tuple[str, dict[str, Any]]:
+    stmt, params = query
+    compiled = stmt.params(params).compile(
+        dialect=DIALECT, compile_kwargs={"render_postcompile": True}
+    )
     return str(compiled), dict(compiled.params)
 
 

@@ -6,12 +6,16 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     Engine,
+    Integer,
     Select,
+    String,
+    bindparam,
     create_engine,
     delete,
     func,
@@ -89,26 +93,42 @@ def ping(engine: Engine) -> None:
 # ---- reads -------------------------------------------------------------------------------------
 
 
+Query = tuple[Select[Any], dict[str, Any]]
+
+
 @dataclass(frozen=True)
 class ItemFilter:
     brand_id: int | None = None
     type_id: int | None = None
     text: str | None = None
 
-    def conditions(self) -> list[ColumnElement[bool]]:
-        where: list[ColumnElement[bool]] = []
-        if self.brand_id is not None:
-            where.append(CatalogItem.catalog_brand_id == self.brand_id)
-        if self.type_id is not None:
-            where.append(CatalogItem.catalog_type_id == self.type_id)
-        if self.text is not None:
-            where.append(CatalogItem.search_vector.bool_op("@@")(_tsquery(self.text)))
-        return where
+    @property
+    def shape(self) -> tuple[bool, bool, bool]:
+        return (self.brand_id is not None, self.type_id is not None, self.text is not None)
+
+    def params(self) -> dict[str, Any]:
+        params = {"brand_id": self.brand_id, "type_id": self.type_id, "text": self.text}
+        return {name: value for name, value in params.items() if value is not None}
 
 
-def _tsquery(text_: str) -> ColumnElement[Any]:
+# Statements are built once per shape (which filters are present) and reused with bound
+# parameters: building a select() with its eager-load options costs more CPU than running it.
+
+
+def _tsquery() -> ColumnElement[Any]:
     # websearch_to_tsquery accepts any user text ("quoted phrases", -not, or) and never raises.
-    return func.websearch_to_tsquery(TEXT_SEARCH_CONFIG, text_)
+    return func.websearch_to_tsquery(TEXT_SEARCH_CONFIG, bindparam("text", type_=String))
+
+
+def _conditions(by_brand: bool, by_type: bool, by_text: bool) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = []
+    if by_brand:
+        where.append(CatalogItem.catalog_brand_id == bindparam("brand_id", type_=Integer))
+    if by_type:
+        where.append(CatalogItem.catalog_type_id == bindparam("type_id", type_=Integer))
+    if by_text:
+        where.append(CatalogItem.search_vector.bool_op("@@")(_tsquery()))
+    return where
 
 
 def _with_brand_and_type(stmt: Select[CatalogItem]) -> Select[CatalogItem]:
@@ -118,39 +138,71 @@ def _with_brand_and_type(stmt: Select[CatalogItem]) -> Select[CatalogItem]:
     )
 
 
-def count_items_query(filter_: ItemFilter) -> Select[int]:
-    return select(func.count()).select_from(CatalogItem).where(*filter_.conditions())
+@cache
+def _count_statement(by_brand: bool, by_type: bool, by_text: bool) -> Select[int]:
+    conditions = _conditions(by_brand, by_type, by_text)
+    return select(func.count()).select_from(CatalogItem).where(*conditions)
 
 
-def page_items_query(filter_: ItemFilter, offset: int, limit: int) -> Select[CatalogItem]:
+@cache
+def _page_statement(by_brand: bool, by_type: bool, by_text: bool) -> Select[CatalogItem]:
     order: list[ColumnElement[Any]] = [CatalogItem.name.asc()]
-    if filter_.text is not None:
-        order.insert(0, func.ts_rank(CatalogItem.search_vector, _tsquery(filter_.text)).desc())
-    stmt = select(CatalogItem).where(*filter_.conditions()).order_by(*order)
-    return _with_brand_and_type(stmt.offset(offset).limit(limit))
+    if by_text:
+        order.insert(0, func.ts_rank(CatalogItem.search_vector, _tsquery()).desc())
+    stmt = (
+        select(CatalogItem)
+        .where(*_conditions(by_brand, by_type, by_text))
+        .order_by(*order)
+        .offset(bindparam("offset", type_=Integer))
+        .limit(bindparam("limit", type_=Integer))
+    )
+    return _with_brand_and_type(stmt)
 
 
-def items_by_ids_query(ids: Iterable[int]) -> Select[CatalogItem]:
-    return _with_brand_and_type(select(CatalogItem).where(CatalogItem.id.in_(list(ids))))
+_ITEMS_BY_IDS = _with_brand_and_type(
+    select(CatalogItem).where(CatalogItem.id.in_(bindparam("ids", expanding=True, type_=Integer)))
+)
+
+
+def count_items_query(filter_: ItemFilter) -> Query:
+    return _count_statement(*filter_.shape), filter_.params()
+
+
+def page_items_query(filter_: ItemFilter, offset: int, limit: int) -> Query:
+    params = {**filter_.params(), "offset": offset, "limit": limit}
+    return _page_statement(*filter_.shape), params
+
+
+def items_by_ids_query(ids: Iterable[int]) -> Query:
+    return _ITEMS_BY_IDS, {"ids": list(ids)}
 
 
 def count_items(session: Session, filter_: ItemFilter) -> int:
-    return session.execute(count_items_query(filter_)).scalar_one()
+    stmt, params = count_items_query(filter_)
+    count: int = session.execute(stmt, params).scalar_one()
+    return count
 
 
 def page_items(
     session: Session, filter_: ItemFilter, offset: int, limit: int
 ) -> Sequence[CatalogItem]:
-    return session.scalars(page_items_query(filter_, offset, limit)).all()
+    stmt, params = page_items_query(filter_, offset, limit)
+    items: Sequence[CatalogItem] = session.scalars(stmt, params).all()
+    return items
 
 
 def get_item(session: Session, item_id: int) -> CatalogItem | None:
-    stmt = items_by_ids_query([item_id]).execution_options(populate_existing=True)
-    return session.scalars(stmt).one_or_none()
+    stmt, params = items_by_ids_query([item_id])
+    item: CatalogItem | None = session.scalars(
+        stmt, params, execution_options={"populate_existing": True}
+    ).one_or_none()
+    return item
 
 
 def get_items(session: Session, ids: Sequence[int]) -> Sequence[CatalogItem]:
-    return session.scalars(items_by_ids_query(ids)).all()
+    stmt, params = items_by_ids_query(ids)
+    items: Sequence[CatalogItem] = session.scalars(stmt, params).all()
+    return items
 
 
 def get_picture_file_name(session: Session, item_id: int) -> tuple[bool, str | None]:
