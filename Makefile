@@ -27,6 +27,9 @@ lint: ## ruff lint + format check, mypy
 	uv run --no-sync ruff format --check .
 	uv run --no-sync mypy services/common/src services/catalog/src services/basket/src scripts/devstack/src
 
+compose-check: ## static checks of docker-compose.yml and the Dockerfiles (no Docker needed)
+	uv run --no-sync pytest tests/compose -q
+
 format: ## apply ruff's fixes and formatting
 	uv run --no-sync ruff check --fix .
 	uv run --no-sync ruff format .

@@ -49,7 +49,9 @@ def _compose_restarter(basket_url: str) -> Callable[[], None]:
 
     def restart() -> None:
         engine = docker.from_env()
-        for service in ("basket-api-dapr", "basket-api"):
+        # The app first: the sidecar joins the app container's network namespace, which a
+        # restart of the app replaces.
+        for service in ("basket-api", "basket-api-dapr"):
             for container in engine.containers.list(
                 filters={"label": f"com.docker.compose.service={service}"}
             ):
