@@ -129,6 +129,8 @@ class Result:
     elapsed: float
 
     def pct(self, q: float) -> float:
+        if not self.latencies_ms:
+            return float("nan")
         ordered = sorted(self.latencies_ms)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
@@ -147,8 +149,10 @@ async def open_loop(op: Op, rate: float, duration: float) -> Result:
         nonlocal errors
         try:
             await op(i)
-        except Exception:
+        except Exception as exc:
             errors += 1
+            if errors == 1:
+                print(f"  first error: {exc!r}", file=sys.stderr)
             return
         latencies.append((loop.time() - scheduled) * 1000)
 
@@ -238,10 +242,9 @@ def make_scenarios(max_id: int) -> list[Scenario]:
 
 def compile_for_psycopg(query: Query) -> tuple[str, dict[str, Any]]:
     stmt, params = query
-    compiled = stmt.params(params).compile(
-        dialect=DIALECT, compile_kwargs={"render_postcompile": True}
-    )
-    return str(compiled), dict(compiled.params)
+    # Exactly what SQLAlchemy sends for these values (expanding IN lists included).
+    expanded = stmt.compile(dialect=DIALECT).construct_expanded_state(params)
+    return expanded.statement, dict(expanded.parameters)
 
 
 def http_op(session: aiohttp.ClientSession, scenario: Scenario) -> Op:
