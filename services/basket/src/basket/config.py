@@ -12,7 +12,8 @@ class Settings(ServiceSettings):
     dapr_api_token: SecretStr | None = None
     # Upper bound for one call to the sidecar; the sidecar's resiliency policy retries inside it.
     dapr_timeout_seconds: float = 5.0
-    dapr_http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
+    # The client to the sidecar: aiohttp, or for comparison httpx on aiohttp's transport or its own.
+    dapr_http_transport: Literal["aiohttp", "httpx-aiohttp", "httpx"] = "aiohttp"
 
     state_store_name: str = "statestore"
     catalog_app_id: str = "catalog-api"
