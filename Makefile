@@ -2,7 +2,7 @@
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 
-.PHONY: help prerequisites sync daprd run test lint format typecheck compose-check token admin-token bench
+.PHONY: help prerequisites sync daprd run test lint format compose-check docs token admin-token
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ compose-check: ## static checks of docker-compose.yml and the Dockerfiles (no Do
 format: ## apply ruff's fixes and formatting
 	uv run --no-sync ruff check --fix .
 	uv run --no-sync ruff format .
+
+docs: ## copy the files that docs/ includes (component YAML...) into the Markdown again
+	uv run --no-sync devstack docs
 
 token: ## print a demo token: make token USER_ID=alice
 	@uv run --no-sync mint-token $(or $(USER_ID),alice)

@@ -53,6 +53,15 @@ def up(args: argparse.Namespace) -> int:
     return 0
 
 
+def docs(args: argparse.Namespace) -> int:
+    from devstack.docs import sync_includes
+
+    for doc in sorted((REPO_ROOT / "docs").glob("*.md")):
+        if sync_includes(doc, REPO_ROOT):
+            print(f"updated {doc.relative_to(REPO_ROOT)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="devstack", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -63,5 +72,7 @@ def main(argv: list[str] | None = None) -> None:
         "--free-ports", action="store_true", help="pick free ports instead of dapr.yaml's"
     )
     p_up.set_defaults(func=up)
+    p_docs = sub.add_parser("docs", help="rewrite the files included in docs/ from the repo")
+    p_docs.set_defaults(func=docs)
     args = parser.parse_args(argv)
     sys.exit(args.func(args))
