@@ -1,0 +1,618 @@
+"""Basket benchmark: what each hop of a basket read costs, from Redis alone up to the basket API.
+
+One run starts its own private Redis, PostgreSQL and the whole stack from dapr.yaml (free ports),
+fills a few buyers' baskets, then measures each hop at saturation and at a fixed open-loop rate:
+
+  redis HGET      redis-py (asyncio) `HGET basket-api||<buyer> data`: the store alone
+  sidecar GET     `GET {dapr}/v1.0/state/statestore/<buyer>`: the store through daprd
+  basket GET      `GET /api/basket`: the service (aiohttp to its sidecar), daprd, the store
+  basket POST     `POST /api/basket/items`: strong read, catalog lookup, save with the ETag
+
+and `GET /api/basket` on more basket processes that share the same sidecar but talk to it with
+the other clients `DAPR_HTTP_TRANSPORT` offers (httpx on aiohttp's transport, httpx on its own),
+and, with `--baseline REV`, with the basket code of an older commit.
+
+Open loop: requests start at fixed times (`--rate` per second) whatever the answers, and a
+request's latency runs from its scheduled start, so a slow answer cannot hide the queue behind it
+(no coordinated omission). Saturation: `--connections` clients each send the next request as soon
+as the previous one is answered. One load client process (aiohttp and redis-py on uvloop) drives
+everything from the same machine as the servers, sharing its cores.
+
+    uv run python scripts/bench_basket.py                  # the full run (~3 minutes)
+    uv run python scripts/bench_basket.py --seconds 3      # a quick look
+    uv run python scripts/bench_basket.py --baseline 5eda8f4 --doc docs/performance.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import itertools
+import os
+import platform
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import textwrap
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import httpx
+import redis.asyncio as aioredis
+import uvloop
+
+from devstack.cli import install_daprd
+from devstack.postgres import PostgresServer
+from devstack.procs import free_port
+from devstack.redis import RedisServer
+from devstack.stack import DEMO_DAPR_API_TOKEN, DEMO_JWT_SECRET, REPO_ROOT, Stack
+from eshop_common.auth import mint_token
+
+GET_BUYERS = 16  # read over and over; each basket holds the same three lines
+POST_BUYERS = 1024  # written round-robin, so no two requests in flight share a basket
+POST_PRODUCTS = 8  # the product added cycles too, so no line nears the quantity limit
+BASKET_CODE = "services/basket/src/basket"
+# Basket processes besides the stack's own, on the same sidecar: hop name -> (process, env).
+CLIENTS = {
+    "basket GET, httpx on aiohttp transport": (
+        "basket-api-httpx-aiohttp",
+        {"DAPR_HTTP_TRANSPORT": "httpx-aiohttp"},
+    ),
+    "basket GET, httpx transport": ("basket-api-httpx", {"DAPR_HTTP_TRANSPORT": "httpx"}),
+}
+TICK = os.sysconf("SC_CLK_TCK")
+
+Op = Callable[[int], Awaitable[bool]]
+
+
+# -- load -----------------------------------------------------------------------------------------
+@dataclass
+class Run:
+    latencies: list[float] = field(default_factory=list)  # seconds
+    errors: int = 0
+    elapsed: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)  # share of one core, per process group
+
+    @property
+    def rps(self) -> float:
+        return len(self.latencies) / self.elapsed if self.elapsed else 0.0
+
+    def ms(self, percentile: float) -> float:
+        ordered = sorted(self.latencies)
+        if not ordered:
+            return float("nan")
+        rank = max(0, min(len(ordered) - 1, round(percentile / 100 * len(ordered) + 0.5) - 1))
+        return ordered[rank] * 1000
+
+
+async def open_loop(op: Op, rate: float, seconds: float) -> Run:
+    """Start request i at t0 + i/rate, whatever happened to earlier ones."""
+    loop = asyncio.get_running_loop()
+    run, pending, total = Run(), set[asyncio.Task[None]](), int(rate * seconds)
+    done = asyncio.Event()
+
+    async def one(i: int, scheduled: float) -> None:
+        try:
+            ok = await op(i)
+        except Exception:
+            ok = False
+        run.latencies.append(time.perf_counter() - scheduled)
+        run.errors += not ok
+
+    def start(i: int, scheduled: float) -> None:
+        task = loop.create_task(one(i, scheduled))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    def pace(t0: float) -> None:
+        # asyncio's timers fire up to a millisecond late; a sleeping thread is ~0.05 ms late,
+        # which keeps the schedule honest at the sub-millisecond latencies of the lower hops.
+        for i in range(total):
+            scheduled = t0 + i / rate
+            if (delay := scheduled - time.perf_counter()) > 0:
+                time.sleep(delay)
+            loop.call_soon_threadsafe(start, i, scheduled)
+        loop.call_soon_threadsafe(done.set)
+
+    t0 = time.perf_counter() + 0.02
+    threading.Thread(target=pace, args=(t0,), daemon=True).start()
+    await done.wait()
+    await asyncio.gather(*list(pending))
+    run.elapsed = time.perf_counter() - t0
+    return run
+
+
+async def closed_loop(op: Op, connections: int, seconds: float) -> Run:
+    """`connections` clients, each sending its next request as soon as the last one is answered."""
+    run, counter = Run(), itertools.count()
+    deadline = time.perf_counter() + seconds
+
+    async def client() -> None:
+        while (started := time.perf_counter()) < deadline:
+            try:
+                ok = await op(next(counter))
+            except Exception:
+                ok = False
+            run.latencies.append(time.perf_counter() - started)
+            run.errors += not ok
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(connections)))
+    run.elapsed = time.perf_counter() - t0
+    return run
+
+
+# -- CPU accounting -------------------------------------------------------------------------------
+Member = Callable[[int, int, int], bool]  # (pid, ppid, process group) -> belongs to the group
+
+
+def _proc_stats() -> Iterator[tuple[int, int, int, int]]:
+    """(pid, ppid, process group, CPU ticks) of every process."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2 :].split()
+        yield int(entry.name), int(fields[1]), int(fields[2]), int(fields[11]) + int(fields[12])
+
+
+class CpuMeter:
+    """CPU time of the stack's process groups, so a saturation figure says who used the cores."""
+
+    def __init__(self, groups: dict[str, Member]) -> None:
+        self._groups = groups
+
+    def sample(self) -> dict[str, float]:
+        totals = dict.fromkeys(self._groups, 0.0)
+        for pid, ppid, pgrp, ticks in _proc_stats():
+            for name, member in self._groups.items():
+                if member(pid, ppid, pgrp):
+                    totals[name] += ticks / TICK
+        # Everything else the machine ran meanwhile: other people's work perturbs the figures.
+        busy = _machine_busy_seconds()
+        totals[OTHERS] = busy - sum(totals.values())
+        return totals
+
+
+OTHERS = "other processes"
+
+
+def _machine_busy_seconds() -> float:
+    # /proc/stat's first line: cpu user nice system idle iowait irq softirq steal ...
+    user, nice, system, _, _, irq, softirq = map(int, Path("/proc/stat").read_text().split()[1:8])
+    return (user + nice + system + irq + softirq) / TICK
+
+
+def cpu_meter(stack: Stack, redis_server: RedisServer, postgres: PostgresServer) -> CpuMeter:
+    def group(*names: str) -> Member:
+        pgids = {stack.procs[name].popen.pid for name in names if name in stack.procs}
+        return lambda pid, ppid, pgrp: pgrp in pgids
+
+    assert redis_server.process is not None
+    redis_pid, me = redis_server.process.pid, os.getpid()
+    postmaster = int((postgres.data_dir / "postmaster.pid").read_text().split()[0])
+    catalog = group("catalog-api", "catalog-api-dapr")
+    baskets = [name for name in stack.procs if name.startswith("basket-api") and "dapr" not in name]
+    return CpuMeter(
+        {
+            "load client": lambda pid, ppid, pgrp: pid == me,
+            "basket": group(*baskets),
+            "daprd (basket)": group("basket-api-dapr"),
+            "redis": lambda pid, ppid, pgrp: pid == redis_pid,
+            "catalog + daprd + pg": lambda pid, ppid, pgrp: (
+                catalog(pid, ppid, pgrp) or postmaster in (pid, ppid)
+            ),
+        }
+    )
+
+
+# -- the stack ------------------------------------------------------------------------------------
+@dataclass
+class Bench:
+    stack: Stack
+    redis_url: str
+    products: list[int]
+    get_buyers: list[str]
+    post_buyers: list[str]
+    tokens: dict[str, dict[str, str]]
+    other_baskets: dict[str, str]  # hop name -> URL of a basket process on the same sidecar
+
+
+def export_basket_code(rev: str, target: Path) -> Path:
+    """The basket package as it was at `rev`, importable ahead of the workspace's own copy."""
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", rev, BASKET_CODE],
+        cwd=REPO_ROOT, check=True, capture_output=True,
+    ).stdout  # fmt: skip
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(target, filter="data")
+    return target / Path(BASKET_CODE).parent
+
+
+def prepare(stack: Stack, redis_server: RedisServer, baseline: tuple[str, Path] | None) -> Bench:
+    others = dict(CLIENTS)
+    if baseline:
+        rev, path = baseline
+        others[f"basket GET at {rev}"] = ("basket-api-baseline", {"PYTHONPATH": str(path)})
+    other_baskets = {
+        hop: stack.start_extra_app(name, "basket-api", free_port(), env)
+        for hop, (name, env) in others.items()
+    }
+    catalog = httpx.get(
+        f"{stack.url('catalog-api')}/api/catalog/items", params={"pageSize": POST_PRODUCTS}
+    ).json()
+    tag = uuid.uuid4().hex[:8]
+    get_buyers = [f"bench-get-{tag}-{n}" for n in range(GET_BUYERS)]
+    post_buyers = [f"bench-post-{tag}-{n}" for n in range(POST_BUYERS)]
+    tokens = {
+        b: {"Authorization": f"Bearer {mint_token(DEMO_JWT_SECRET, b)}"}
+        for b in get_buyers + post_buyers
+    }
+    products = [item["id"] for item in catalog["items"]]
+    return Bench(stack, redis_server.url, products, get_buyers, post_buyers, tokens, other_baskets)
+
+
+async def fill_baskets(bench: Bench, session: aiohttp.ClientSession) -> None:
+    url = f"{bench.stack.url('basket-api')}/api/basket/items"
+    sem = asyncio.Semaphore(16)
+
+    async def add(buyer: str, product: int, quantity: int) -> None:
+        body = {"productId": product, "quantity": quantity}
+        async with sem, session.post(url, json=body, headers=bench.tokens[buyer]) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"filling {buyer}'s basket: HTTP {resp.status}")
+
+    # Each GET buyer holds three lines; each POST buyer starts with one, so every measured POST
+    # is a read-modify-write of an existing basket rather than a first save.
+    for line, product in enumerate(bench.products[:3]):
+        await asyncio.gather(*(add(b, product, line + 1) for b in bench.get_buyers))
+    await asyncio.gather(*(add(b, bench.products[0], 1) for b in bench.post_buyers))
+
+
+def make_ops(bench: Bench, session: aiohttp.ClientSession, store: aioredis.Redis) -> dict[str, Op]:
+    dapr = bench.stack.dapr_url("basket-api")
+    basket = bench.stack.url("basket-api")
+    dapr_headers = {"dapr-api-token": DEMO_DAPR_API_TOKEN}
+    gets, posts, products = bench.get_buyers, bench.post_buyers, bench.products
+
+    async def fetch(method: str, url: str, headers: dict[str, str], json: object = None) -> bool:
+        async with session.request(method, url, headers=headers, json=json) as resp:
+            await resp.read()
+            return resp.status == 200
+
+    async def redis_hget(i: int) -> bool:
+        return await store.hget(f"basket-api||{gets[i % GET_BUYERS]}", "data") is not None
+
+    async def sidecar_get(i: int) -> bool:
+        url = f"{dapr}/v1.0/state/statestore/{gets[i % GET_BUYERS]}"
+        return await fetch("GET", url, dapr_headers)
+
+    def basket_get(base: str) -> Op:
+        async def op(i: int) -> bool:
+            return await fetch("GET", f"{base}/api/basket", bench.tokens[gets[i % GET_BUYERS]])
+
+        return op
+
+    async def basket_post(i: int) -> bool:
+        buyer = posts[i % POST_BUYERS]
+        body = {"productId": products[(i // POST_BUYERS) % len(products)], "quantity": 1}
+        return await fetch("POST", f"{basket}/api/basket/items", bench.tokens[buyer], body)
+
+    return {
+        "redis HGET": redis_hget,
+        "sidecar GET": sidecar_get,
+        "basket GET": basket_get(basket),
+        **{hop: basket_get(url) for hop, url in bench.other_baskets.items()},
+        "basket POST item": basket_post,
+    }
+
+
+# -- measuring ------------------------------------------------------------------------------------
+@dataclass
+class Hop:
+    saturated: Run
+    opened: Run
+    # For a hop whose capacity is not far above --rate: (rate, run) at half its capacity.
+    below_capacity: tuple[float, Run] | None = None
+
+
+async def measure(bench: Bench, meter: CpuMeter, args: argparse.Namespace) -> dict[str, Hop]:
+    connector = aiohttp.TCPConnector(limit=256)
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        store = aioredis.Redis.from_url(bench.redis_url, max_connections=256)
+        try:
+            await fill_baskets(bench, session)
+            stored = await store.hget(f"basket-api||{bench.get_buyers[0]}", "data")
+            args.value_size = len(stored or b"")
+            hops: dict[str, Hop] = {}
+            for name, op in make_ops(bench, session, store).items():
+                if args.only and name not in args.only:
+                    continue
+                await closed_loop(op, args.connections, args.warmup)  # connections, caches
+                # Saturation first: a closed loop cannot queue more than `connections` requests,
+                # whereas an open-loop rate above a hop's capacity leaves a backlog behind it.
+                saturated = await metered(meter, closed_loop(op, args.connections, args.seconds))
+                below = None
+                if saturated.rps < 2 * args.rate:
+                    rate = max(10.0, round(saturated.rps / 2, -1))
+                    await asyncio.sleep(1)
+                    below = (rate, await metered(meter, open_loop(op, rate, args.seconds)))
+                await asyncio.sleep(1)
+                opened = await metered(meter, open_loop(op, args.rate, args.seconds))
+                hops[name] = Hop(saturated, opened, below)
+                print(progress(name, hops[name]), flush=True)
+            return hops
+        finally:
+            await store.aclose()
+
+
+async def metered(meter: CpuMeter, load: Awaitable[Run]) -> Run:
+    before, t0 = meter.sample(), time.perf_counter()
+    run = await load
+    after, elapsed = meter.sample(), time.perf_counter() - t0
+    run.cpu = {k: (after[k] - before[k]) / elapsed for k in after}
+    return run
+
+
+def progress(name: str, hop: Hop) -> str:
+    s, o = hop.saturated, hop.opened
+    line = (
+        f"{name:<40} saturated p50 {s.ms(50):6.2f} p99 {s.ms(99):6.2f} ms {s.rps:6.0f}/s | "
+        f"open p50 {o.ms(50):7.2f} p99 {o.ms(99):8.2f} ms {o.rps:4.0f}/s | "
+        f"errors {s.errors + o.errors} | others' CPU {s.cpu[OTHERS] * 100:.0f}%, "
+        f"{o.cpu[OTHERS] * 100:.0f}%"
+    )
+    if hop.below_capacity:
+        rate, b = hop.below_capacity
+        line += f" | at {rate:g}/s: p50 {b.ms(50):.2f} p99 {b.ms(99):.2f} ms, errors {b.errors}"
+    return line
+
+
+# -- report ---------------------------------------------------------------------------------------
+def fmt(value: float, digits: int = 2) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def machine_note() -> str:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return (
+        f"{os.cpu_count()} cores ({cpu}), Linux {platform.release()}, Python "
+        f"{platform.python_version()}. The load generator (one process) runs on the same machine "
+        f"and shares those {os.cpu_count()} cores with Redis, daprd and the services, so "
+        f"saturation figures are what the whole stack plus its load client manage together."
+    )
+
+
+def report(hops: dict[str, Hop], args: argparse.Namespace, load: tuple[float, float]) -> str:
+    rate, conns = f"{args.rate:g}/s", f"{args.connections} conns"
+    rows = [
+        f"| Hop | p50 ms @ {rate} | p99 ms @ {rate} | req/s @ {rate} "
+        f"| p50 ms @ {conns} | p99 ms @ {conns} | req/s @ {conns} | errors |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for name, h in hops.items():
+        o, s = h.opened, h.saturated
+        rows.append(
+            f"| {name} | {fmt(o.ms(50))} | {fmt(o.ms(99))} | {fmt(o.rps, 0)} "
+            f"| {fmt(s.ms(50))} | {fmt(s.ms(99))} | {fmt(s.rps, 0)} | {o.errors + s.errors} |"
+        )
+    parts = ["\n".join(rows)]
+
+    below = [(n, h.below_capacity) for n, h in hops.items() if h.below_capacity]
+    if below:
+        lines = [
+            f"Hops whose saturation throughput is less than twice {rate}, measured again at half "
+            "that throughput (open loop), i.e. away from the edge:",
+            "",
+            "| Hop | rate | p50 ms | p99 ms | errors |",
+            "|---|--:|--:|--:|--:|",
+        ]
+        for name, (r, run) in below:
+            lines.append(
+                f"| {name} | {r:g}/s | {fmt(run.ms(50))} | {fmt(run.ms(99))} | {run.errors} |"
+            )
+        parts.append("\n".join(lines))
+
+    def hop(upper: str, lower: str) -> str | None:
+        if upper not in hops or lower not in hops:
+            return None
+        up, low = hops[upper], hops[lower]
+        added = up.opened.ms(50) - low.opened.ms(50)
+        return (
+            f"| {upper} vs {lower} | {'+' if added >= 0 else ''}{fmt(added)} ms "
+            f"({fmt(up.opened.ms(50) / low.opened.ms(50), 1)}x) "
+            f"| {fmt(up.saturated.rps / low.saturated.rps, 2)}x |"
+        )
+
+    comparisons = [
+        hop("sidecar GET", "redis HGET"),
+        hop("basket GET", "sidecar GET"),
+        hop("basket GET", "redis HGET"),
+        *(hop(name, "basket GET") for name in hops if name.startswith("basket GET, ")),
+        *(hop("basket GET", name) for name in hops if name.startswith("basket GET at ")),
+    ]
+    parts.append(
+        "\n".join(
+            [
+                f"Each hop against the one below it: p50 added at {rate} (and the ratio), and "
+                "saturation throughput as a ratio:",
+                "",
+                f"| Hops | p50 added @ {rate} | req/s ratio @ {conns} |",
+                "|---|--:|--:|",
+                *(c for c in comparisons if c),
+            ]
+        )
+    )
+
+    checks = []
+    if "basket GET" in hops:
+        get = hops["basket GET"]
+        p99, rps = get.opened.ms(99), get.saturated.rps
+        checks.append((f"basket GET p99 at {rate} <= 10 ms", f"{fmt(p99)} ms", p99 <= 10))
+        checks.append(("basket GET saturation >= 2,000 req/s", f"{fmt(rps, 0)} req/s", rps >= 2000))
+    if "sidecar GET" in hops and "redis HGET" in hops:
+        added = hops["sidecar GET"].opened.ms(50) - hops["redis HGET"].opened.ms(50)
+        checks.append(("sidecar adds <= 1 ms at p50 over Redis", f"+{fmt(added)} ms", added <= 1))
+    parts.append(
+        "\n".join(
+            ["Targets:", "", "| Target | Measured | Met |", "|---|--:|:-:|"]
+            + [f"| {t} | {m} | {'yes' if ok else '**no**'} |" for t, m, ok in checks]
+        )
+    )
+
+    groups = list(next(iter(hops.values())).saturated.cpu)
+    cpu_rows = [
+        f"CPU during each saturation run (100% = one core, {os.cpu_count()} in all) and the "
+        f"busiest of the stack's process groups; `{OTHERS}` is everything else the machine ran "
+        "meanwhile, i.e. other people's work:",
+        "",
+        f"| Saturation run | {' | '.join(groups)} | busiest |",
+        "|---|" + "--:|" * len(groups) + "---|",
+    ]
+    for name, h in hops.items():
+        cpu = h.saturated.cpu
+        cpu_rows.append(
+            f"| {name} | "
+            + " | ".join(f"{cpu[g] * 100:.0f}%" for g in groups)
+            + f" | {max((g for g in cpu if g != OTHERS), key=lambda g: cpu[g])} |"
+        )
+    parts.append("\n".join(cpu_rows))
+    runs = [r for h in hops.values() for r in (h.saturated, h.opened)]
+    parts.append(
+        f"Load average (1 min) before the run: {load[0]:.2f}; after it: {load[1]:.2f}. "
+        f"Other processes used at most {max(r.cpu[OTHERS] for r in runs) * 100:.0f}% of a core "
+        "during any measured run."
+    )
+    return "\n\n".join(parts)
+
+
+BEGIN, END = "<!-- bench_basket:begin -->", "<!-- bench_basket:end -->"
+
+
+def generated_block(body: str, command: str, args: argparse.Namespace) -> str:
+    setup = (
+        f"Reads go to {GET_BUYERS} buyers whose baskets hold three lines ({args.value_size} "
+        f"bytes of JSON). Writes (`POST /api/basket/items`, quantity 1) go round-robin over "
+        f"{POST_BUYERS} buyers whose baskets already exist, so no two requests in flight touch "
+        f"the same basket and conflicts play no part. Each hop gets {args.warmup:g} s of "
+        f"warm-up, {args.seconds:g} s at saturation ({args.connections} connections, closed "
+        f"loop), then {args.seconds:g} s open loop at {args.rate:g} requests/s: each request "
+        f"starts at its scheduled time whatever happened to earlier ones, and its latency runs "
+        f"from that time, so queueing behind a slow answer is counted."
+    )
+    return "\n\n".join(
+        [
+            BEGIN,
+            "<!-- Written by scripts/bench_basket.py --doc; text outside the markers is not. -->",
+            f"```\n{command}\n```",
+            textwrap.fill(f"Machine: {machine_note()}", 100, break_on_hyphens=False),
+            textwrap.fill(setup, 100, break_on_hyphens=False),
+            body,
+            END,
+        ]
+    )
+
+
+def write_doc(path: Path, block: str) -> None:
+    """Replace the generated block of `## Basket`, or add the section; nothing else changes."""
+    text = path.read_text() if path.exists() else ""
+    if BEGIN in text and END in text:
+        start, end = text.index(BEGIN), text.index(END) + len(END)
+        text = text[:start] + block + text[end:]
+    elif re.search(r"^## Basket$", text, re.M):
+        raise SystemExit(f"{path} has a `## Basket` section without the {BEGIN} markers")
+    else:
+        if not text:
+            text = "# Performance\n\nMeasured figures for the sample's services.\n"
+        text = text.rstrip("\n") + "\n\n## Basket\n\n" + block + "\n"
+    path.write_text(text)
+
+
+# -- main -----------------------------------------------------------------------------------------
+def wait_for_quiet(max_load: float) -> None:
+    for _ in range(45):
+        if os.getloadavg()[0] <= max_load:
+            return
+        print(f"load average {os.getloadavg()[0]:.2f} > {max_load}; waiting 20 s", flush=True)
+        time.sleep(20)
+    print(f"load average still {os.getloadavg()[0]:.2f}; measuring anyway", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="bench_basket", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=10, help="length of each measured run")
+    parser.add_argument("--rate", type=float, default=300, help="open-loop requests per second")
+    parser.add_argument("--connections", type=int, default=16, help="saturation concurrency")
+    parser.add_argument("--warmup", type=float, default=2, help="seconds of load before each hop")
+    parser.add_argument(
+        "--max-load", type=float, default=1.5, help="first wait (up to 15 min) for a lower load"
+    )
+    parser.add_argument("--baseline", metavar="REV", help="also measure the basket code at REV")
+    parser.add_argument("--only", nargs="*", help="measure only these hops (names as in the table)")
+    parser.add_argument("--doc", type=Path, help="write the results into this file's `## Basket`")
+    args = parser.parse_args(argv)
+    command = "uv run python scripts/bench_basket.py" + "".join(
+        f" {shlex.quote(a)}" for a in (argv if argv is not None else sys.argv[1:])
+    )
+
+    wait_for_quiet(args.max_load)
+    load_before = os.getloadavg()[0]
+    base = Path(tempfile.mkdtemp(prefix="eshop-bench-basket-"))
+    base.chmod(0o755)  # PostgreSQL runs as `postgres` and must reach its data directory
+    postgres = PostgresServer(base / "postgres", free_port(), durable=False)
+    redis_server = RedisServer(base / "redis", free_port())
+    stack: Stack | None = None
+    try:
+        print(f"starting Redis, PostgreSQL and the stack under {base} ...", flush=True)
+        baseline = None
+        if args.baseline:
+            baseline = (args.baseline, export_basket_code(args.baseline, base / "baseline"))
+        postgres.start()
+        redis_server.start()
+        stack = Stack(
+            state_dir=base / "stack",
+            daprd=install_daprd(),
+            free_ports=True,
+            durable=False,
+            database_url=postgres.create_database("bench"),
+            redis_url=redis_server.url,
+        )
+        stack.start()
+        bench = prepare(stack, redis_server, baseline)
+        hops = uvloop.run(measure(bench, cpu_meter(stack, redis_server, postgres), args))
+    finally:
+        if stack is not None:
+            stack.stop()
+        redis_server.stop()
+        postgres.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    body = report(hops, args, (load_before, os.getloadavg()[0]))
+    print(f"\n{command}\n\n{machine_note()}\n\n{body}")
+    if args.doc:
+        write_doc(args.doc, generated_block(body, command, args))
+        print(f"\nwrote the results into `## Basket` of {args.doc}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
