@@ -7,6 +7,7 @@ catalog with uvicorn as a real process (one worker), and for each request kind m
 - latency p50/p99 at a fixed open-loop rate (a request is sent on schedule whether or not earlier
   ones have finished, and latency counts from the scheduled time, so a stall is not hidden);
 - throughput at saturation (--concurrency connections, each sending its next request at once).
+The service and direct SQL are measured in alternating one-second slices.
 "Direct SQL" runs the very statements the service's repository builds, compiled by SQLAlchemy,
 on a psycopg async connection pool in a transaction each, with the same schedule.
 It prints a Markdown table (paste it into docs/performance.md).
@@ -137,6 +138,13 @@ class Result:
     @property
     def rate(self) -> float:
         return len(self.latencies_ms) / self.elapsed
+
+    def __add__(self, other: Result) -> Result:
+        return Result(
+            self.latencies_ms + other.latencies_ms,
+            self.errors + other.errors,
+            self.elapsed + other.elapsed,
+        )
 
 
 async def open_loop(op: Op, rate: float, duration: float) -> Result:
@@ -298,13 +306,21 @@ async def measure(
             service, direct = http_op(session, scenario), sql_op(pool, scenario)
             for op in (service, direct):  # warm caches, connections and prepared plans
                 await open_loop(op, args.rate, args.warmup)
-            results = [
-                await open_loop(service, args.rate, args.duration),
-                await open_loop(direct, args.rate, args.duration),
-                await saturate(service, args.concurrency, args.saturation_seconds),
-                await saturate(direct, args.concurrency, args.saturation_seconds),
-            ]
-            rows.append(Row(scenario.name, *results))
+            # Service and direct SQL take turns in one-second slices, so a neighbour's burst of
+            # CPU on a shared machine lands on both sides alike instead of on one of them.
+            slices = [Result([], 0, 0.0) for _ in range(4)]
+            for _ in range(max(1, round(args.duration))):
+                slices[0] += await open_loop(
+                    service, args.rate, args.duration / round(args.duration)
+                )
+                slices[1] += await open_loop(
+                    direct, args.rate, args.duration / round(args.duration)
+                )
+            for _ in range(max(1, round(args.saturation_seconds))):
+                step = args.saturation_seconds / round(args.saturation_seconds)
+                slices[2] += await saturate(service, args.concurrency, step)
+                slices[3] += await saturate(direct, args.concurrency, step)
+            rows.append(Row(scenario.name, *slices))
             print(f"  measured: {scenario.name}", file=sys.stderr)
     return rows
 
