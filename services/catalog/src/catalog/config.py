@@ -8,7 +8,8 @@ from sqlalchemy.engine import make_url
 from eshop_common.settings import ServiceSettings
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/catalog"
+# The local stack's PostgreSQL (`make run`); containers and CI set DATABASE_URL.
+DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5433/postgres"
 
 
 class Settings(ServiceSettings):
