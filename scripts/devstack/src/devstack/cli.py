@@ -11,6 +11,9 @@ from pathlib import Path
 
 from devstack.stack import DEMO_JWT_SECRET, REPO_ROOT, STATE_STORES, Stack
 
+# The app a person opens in a browser; the others are APIs.
+STOREFRONT = "webshop"
+
 
 def install_daprd() -> Path:
     out = subprocess.run(
@@ -38,8 +41,11 @@ def up(args: argparse.Namespace) -> int:
     try:
         stack.start()
         print("\nThe stack is ready (Ctrl-C stops everything):", flush=True)
+        if STOREFRONT in stack.apps:
+            print(f"\n  Open the storefront: {stack.url(STOREFRONT)}/\n")
         for app_id in stack.apps:
-            print(f"  {app_id:<12} {stack.url(app_id)}/docs   sidecar {stack.dapr_url(app_id)}")
+            if app_id != STOREFRONT:
+                print(f"  {app_id:<12} {stack.url(app_id)}/docs   sidecar {stack.dapr_url(app_id)}")
         print(f"\nA token for alice:\n  export TOKEN={mint_token(DEMO_JWT_SECRET, 'alice')}")
         print(f'  curl -H "Authorization: Bearer $TOKEN" {stack.url("basket-api")}/api/basket\n')
         while not stopping.wait(1):
