@@ -113,6 +113,8 @@ def test_the_store_keeps_the_basket_under_the_app_id_prefix_with_its_etag(
     resp = client.get("/api/basket")
 
     value, etag, expires = stored_basket(basket_stack, me)
+    # The stored lines also remember the catalog's price version they were priced at.
+    assert [line.pop("priceVersion") for line in value["items"]] == [0]
     assert value == resp.json()
     assert f'"{etag}"' == resp.headers["etag"]
     assert expires, "every save sets ttlInSeconds"

@@ -33,7 +33,8 @@ def catalog_db_url(postgres_server) -> str:
 
 @pytest.fixture(scope="session")
 def settings(catalog_db_url: str) -> Settings:
-    return Settings(database_url=catalog_db_url)
+    # No sidecar in these tests: the outbox relay is exercised by tests/e2e/test_events.py.
+    return Settings(database_url=catalog_db_url, outbox_relay_enabled=False)
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ ITEM_FIELDS = {
     "availableStock",
     "restockThreshold",
     "maxStockThreshold",
+    "priceVersion",
 }
 
 

@@ -44,7 +44,9 @@ def test_database_outage_is_a_quick_503_and_the_service_recovers_by_itself(
     url = own_postgres.create_database("catalog")
     migrate(url)
     load_seed(url)
-    settings = Settings(database_url=url, db_connect_timeout=2, db_pool_timeout=1)
+    settings = Settings(
+        database_url=url, db_connect_timeout=2, db_pool_timeout=1, outbox_relay_enabled=False
+    )
     with TestClient(create_catalog_app(settings)) as client:
         assert client.get("/api/catalog/items").status_code == 200
         assert client.get("/readyz").status_code == 200
@@ -78,7 +80,9 @@ def test_a_write_during_an_outage_is_a_503_and_leaves_nothing_behind(
     url = own_postgres.create_database("catalog")
     migrate(url)
     load_seed(url)
-    settings = Settings(database_url=url, db_connect_timeout=2, db_pool_timeout=1)
+    settings = Settings(
+        database_url=url, db_connect_timeout=2, db_pool_timeout=1, outbox_relay_enabled=False
+    )
     name = new_name()
     body = {"name": name, "price": 5, "catalogBrandId": 1, "catalogTypeId": 1}
     with TestClient(create_catalog_app(settings)) as client:

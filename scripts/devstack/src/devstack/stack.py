@@ -217,6 +217,19 @@ class Stack:
 
         wait_until(ready, timeout=timeout, what=f"{name} at {url}", interval=0.25)
 
+    def wait_invocable(self, caller: str, callee: str, timeout: float = 30) -> None:
+        """Wait until `caller`'s sidecar reaches `callee` by service invocation."""
+        url = f"{self.dapr_url(caller)}/v1.0/invoke/{callee}/method/healthz"
+        headers = {"dapr-api-token": self.shared_env["DAPR_API_TOKEN"]}
+
+        def reachable() -> bool:
+            try:
+                return httpx.get(url, headers=headers, timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(reachable, timeout=timeout, what=f"{callee} from {caller}", interval=0.25)
+
     def start_app_with_sidecar(self, app_id: str) -> None:
         self.start_sidecar(app_id)
         self.start_app(app_id)

@@ -1,20 +1,37 @@
 """Basket routes. The basket is always the caller's own: the buyer id comes from the token."""
 
-from typing import Annotated
+import logging
+import re
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Request, Response, status
-from fastapi.security import HTTPAuthorizationCredentials
+from fastapi import APIRouter, Body, Depends, Header, Path, Request, Response, status
+from pydantic import ValidationError
 
-from basket.schemas import Basket, BasketItemAdd, BasketItemUpdate, BasketReplace, ProductId
+from basket.schemas import (
+    BasketItemAdd,
+    BasketItemUpdate,
+    BasketPublic,
+    BasketReplace,
+    CheckoutAccepted,
+    CheckoutRequest,
+    ProductId,
+    ProductPriceChanged,
+)
 from basket.service import BasketService
-from eshop_common.auth import User, current_user
-from eshop_common.auth import _bearer as bearer
+from basket.state import StateStoreUnavailable
+from eshop_common.auth import CurrentUser, FromSidecar
+from eshop_common.events import DROP, RETRY, SUCCESS, CloudEvent, EventAck
+from eshop_common.problems import BadRequest
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/basket", tags=["basket"])
+events_router = APIRouter(prefix="/events", tags=["events"], dependencies=[FromSidecar])
 
-# FastAPI runs a plain `def` dependency on a worker thread. Both dependencies below take
-# microseconds (an attribute lookup, an HS256 check), far less than that thread hop, which was
-# the largest single cost of a basket read; as `async def` they run on the event loop.
+# The buyer id becomes the state key. Dapr refuses keys containing `||`, and the service keeps
+# its own entries under keys with `:` (prices, checkouts), so buyer ids stay within this set.
+BUYER_ID = re.compile(r"^[A-Za-z0-9._@+-]{1,128}$")
+IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 
 
 async def get_basket_service(request: Request) -> BasketService:
@@ -22,19 +39,27 @@ async def get_basket_service(request: Request) -> BasketService:
     return service
 
 
-async def get_current_user(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> User:
-    return current_user(request, credentials)
+async def get_buyer_id(user: CurrentUser) -> str:
+    if not BUYER_ID.match(user.id):
+        raise BadRequest(
+            "The token's subject cannot be a buyer id: use letters, digits and . _ @ + - only."
+        )
+    return user.id
 
 
 Baskets = Annotated[BasketService, Depends(get_basket_service)]
-CurrentUser = Annotated[User, Depends(get_current_user)]
+BuyerId = Annotated[str, Depends(get_buyer_id)]
 ProductIdPath = Annotated[ProductId, Path(alias="productId")]
 IfMatch = Annotated[
     str | None,
     Header(description="ETag from GET /api/basket; the write fails with 412 if it changed."),
+]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Repeat a checkout with the same key and it is accepted only once.",
+    ),
 ]
 
 
@@ -47,46 +72,77 @@ def _unquote(etag: str | None) -> str | None:
     return etag.strip('"')
 
 
-@router.get("", response_model=Basket, response_model_exclude_none=True)
-async def read_basket(user: CurrentUser, baskets: Baskets, response: Response) -> Basket:
+@router.get("", response_model=BasketPublic, response_model_exclude_none=True)
+async def read_basket(buyer: BuyerId, baskets: Baskets, response: Response) -> Any:
     """The caller's basket (empty when there is none), with its ETag."""
-    basket, etag = await baskets.get(user.id)
+    basket, etag = await baskets.get(buyer)
     if etag is not None:
         response.headers["ETag"] = f'"{etag}"'
     return basket
 
 
-@router.put("", response_model=Basket, response_model_exclude_none=True)
+@router.put("", response_model=BasketPublic, response_model_exclude_none=True)
 async def replace_basket(
-    body: BasketReplace, user: CurrentUser, baskets: Baskets, if_match: IfMatch = None
-) -> Basket:
+    body: BasketReplace, buyer: BuyerId, baskets: Baskets, if_match: IfMatch = None
+) -> Any:
     """Replace the caller's basket; names and prices are taken from the catalog."""
-    return await baskets.replace(user.id, body.items, _unquote(if_match))
+    return await baskets.replace(buyer, body.items, _unquote(if_match))
 
 
 @router.delete("", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_basket(user: CurrentUser, baskets: Baskets, if_match: IfMatch = None) -> None:
+async def delete_basket(buyer: BuyerId, baskets: Baskets, if_match: IfMatch = None) -> None:
     """Empty the caller's basket."""
-    await baskets.delete(user.id, _unquote(if_match))
+    await baskets.delete(buyer, _unquote(if_match))
 
 
-@router.post("/items", response_model=Basket, response_model_exclude_none=True)
-async def add_basket_item(body: BasketItemAdd, user: CurrentUser, baskets: Baskets) -> Basket:
+@router.post("/items", response_model=BasketPublic, response_model_exclude_none=True)
+async def add_basket_item(body: BasketItemAdd, buyer: BuyerId, baskets: Baskets) -> Any:
     """Add a product, or more of it, to the caller's basket."""
-    return await baskets.add_item(user.id, body)
+    return await baskets.add_item(buyer, body)
 
 
-@router.patch("/items/{productId}", response_model=Basket, response_model_exclude_none=True)
+@router.patch("/items/{productId}", response_model=BasketPublic, response_model_exclude_none=True)
 async def update_basket_item(
-    product_id: ProductIdPath, body: BasketItemUpdate, user: CurrentUser, baskets: Baskets
-) -> Basket:
+    product_id: ProductIdPath, body: BasketItemUpdate, buyer: BuyerId, baskets: Baskets
+) -> Any:
     """Set the quantity of one product in the caller's basket."""
-    return await baskets.set_quantity(user.id, product_id, body.quantity)
+    return await baskets.set_quantity(buyer, product_id, body.quantity)
 
 
-@router.delete("/items/{productId}", response_model=Basket, response_model_exclude_none=True)
-async def delete_basket_item(
-    product_id: ProductIdPath, user: CurrentUser, baskets: Baskets
-) -> Basket:
+@router.delete("/items/{productId}", response_model=BasketPublic, response_model_exclude_none=True)
+async def delete_basket_item(product_id: ProductIdPath, buyer: BuyerId, baskets: Baskets) -> Any:
     """Remove one product from the caller's basket."""
-    return await baskets.remove_item(user.id, product_id)
+    return await baskets.remove_item(buyer, product_id)
+
+
+@router.post("/checkout", status_code=status.HTTP_202_ACCEPTED)
+async def checkout_basket(
+    body: CheckoutRequest,
+    buyer: BuyerId,
+    baskets: Baskets,
+    idempotency_key: IdempotencyKey = None,
+) -> CheckoutAccepted:
+    """Check out the caller's basket: publishes UserCheckoutAccepted and empties the basket."""
+    if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
+        raise BadRequest(
+            "Idempotency-Key: use 1 to 100 letters, digits, '.', '_' or '-'.",
+            errors=[{"field": "Idempotency-Key", "in": "header", "message": "invalid key"}],
+        )
+    request_id = await baskets.checkout(buyer, body.shipping, idempotency_key)
+    return CheckoutAccepted(request_id=request_id)
+
+
+@events_router.post("/product-price-changed")
+async def on_product_price_changed(baskets: Baskets, payload: Annotated[Any, Body()]) -> EventAck:
+    """Remember a product's new price; called by the sidecar for each ProductPriceChanged."""
+    try:
+        event = CloudEvent.model_validate(payload)
+        change = ProductPriceChanged.model_validate(event.data)
+    except ValidationError as exc:
+        log.warning("dropping a malformed price event: %s", exc.errors()[:3])
+        return DROP
+    try:
+        await baskets.apply_price_change(event.id, change)
+    except StateStoreUnavailable:
+        return RETRY
+    return SUCCESS

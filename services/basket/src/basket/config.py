@@ -16,10 +16,13 @@ class Settings(ServiceSettings):
     dapr_http_transport: Literal["aiohttp", "httpx-aiohttp", "httpx"] = "aiohttp"
 
     state_store_name: str = "statestore"
+    pubsub_name: str = "pubsub"
     catalog_app_id: str = "catalog-api"
 
     basket_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=1)
     basket_max_lines: int = Field(default=50, ge=1)
+    # How long a checkout's Idempotency-Key is remembered.
+    checkout_idempotency_seconds: int = Field(default=24 * 3600, ge=1)
     # Attempts of one read-modify-write before answering 409.
     basket_conflict_attempts: int = Field(default=12, ge=1)
     # False saves last-write-wins without an ETag. It exists only so the lost-update

@@ -25,7 +25,9 @@ class State(TypedDict):
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[State]:
     async with make_http_client(settings) as http:
-        sidecar = DaprSidecar(http, settings.state_store_name, settings.catalog_app_id)
+        sidecar = DaprSidecar(
+            http, settings.state_store_name, settings.catalog_app_id, settings.pubsub_name
+        )
         # What exists by now (modules, routes, models) lives as long as the process. Frozen,
         # it is left out of full garbage collections, which then pause the event loop for
         # ~0.5 ms instead of ~40 ms; under load they come about once a second.
@@ -48,3 +50,4 @@ app = create_app(
     lifespan=lifespan,
 )
 app.include_router(api.router)
+app.include_router(api.events_router)

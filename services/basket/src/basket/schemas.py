@@ -18,7 +18,7 @@ class CamelModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
 
-class BasketItem(CamelModel):
+class BasketItemPublic(CamelModel):
     product_id: int
     product_name: str
     unit_price: Money
@@ -27,7 +27,20 @@ class BasketItem(CamelModel):
     picture_url: str | None = None  # a catalog item may have no picture
 
 
+class BasketItem(BasketItemPublic):
+    """A line as stored: also the catalog's price version the unit price was read at."""
+
+    price_version: int = 0
+
+
+class BasketPublic(CamelModel):
+    buyer_id: str
+    items: list[BasketItemPublic] = Field(default_factory=list)
+
+
 class Basket(CamelModel):
+    """The basket as stored in the state store under the buyer's id."""
+
     buyer_id: str
     items: list[BasketItem] = Field(default_factory=list)
 
@@ -45,3 +58,57 @@ class BasketItemUpdate(CamelModel):
 
 class BasketReplace(CamelModel):
     items: list[BasketItemAdd] = Field(max_length=1000)
+
+
+Text = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]*$")]
+
+
+class Shipping(CamelModel):
+    """Where the order goes. No payment data: the sample neither stores nor publishes any."""
+
+    full_name: Text
+    street: Text
+    city: Text
+    postal_code: Annotated[str, Field(min_length=1, max_length=20, pattern=r"^[A-Za-z0-9 -]+$")]
+    country: Text
+
+
+class CheckoutRequest(CamelModel):
+    shipping: Shipping
+
+
+class CheckoutAccepted(CamelModel):
+    request_id: str
+
+
+class CheckoutLine(CamelModel):
+    product_id: int
+    product_name: str
+    unit_price: Money
+    quantity: int
+
+
+class UserCheckoutAccepted(CamelModel):
+    """Published at checkout: the priced basket as the buyer saw it, and where it goes."""
+
+    request_id: str
+    buyer_id: str
+    items: list[CheckoutLine]
+    total: Money
+    shipping: Shipping
+
+
+class ProductPriceChanged(CamelModel):
+    product_id: int = Field(ge=1)
+    price: Decimal = Field(ge=0)
+    old_price: Decimal = Field(ge=0)
+    price_version: int = Field(ge=1)
+
+
+class ProductPrice(CamelModel):
+    """The newest price the basket has heard of for one product (key `product-price:<id>`)."""
+
+    product_id: int
+    price: Money
+    price_version: int
+    event_id: str

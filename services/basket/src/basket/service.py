@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
+from uuid import UUID, uuid4, uuid5
 
+from pydantic import BaseModel
 from tenacity import (
     AsyncRetrying,
     RetryError,
@@ -15,8 +17,18 @@ from tenacity import (
 )
 
 from basket.config import Settings
-from basket.schemas import MAX_QUANTITY, Basket, BasketItem, BasketItemAdd
-from basket.state import DaprSidecar, ETagInvalid, ETagMismatch
+from basket.schemas import (
+    MAX_QUANTITY,
+    Basket,
+    BasketItem,
+    BasketItemAdd,
+    CheckoutLine,
+    ProductPrice,
+    ProductPriceChanged,
+    Shipping,
+    UserCheckoutAccepted,
+)
+from basket.state import DaprSidecar, ETagInvalid, ETagMismatch, StateEntry
 from eshop_common.problems import (
     BadRequest,
     Conflict,
@@ -38,9 +50,26 @@ class BasketLimitExceeded(UnprocessableContent):
     type = "/problems/basket-limit"
 
 
+class EmptyBasket(BadRequest):
+    type = "/problems/empty-basket"
+
+
+CHECKOUT_TOPIC = "user-checkout-accepted"
+CHECKOUT_NAMESPACE = UUID("0b8f3c52-6f0e-4f57-9d7e-2c1c5cbb7a11")
+
+
 def state_key(buyer_id: str) -> str:
     # Dapr prefixes it with the app id: the stored key is `basket-api||<buyerId>`.
     return buyer_id
+
+
+def price_key(product_id: int) -> str:
+    # Buyer ids never contain ':' (see api.py), so no buyer's basket can take this key.
+    return f"product-price:{product_id}"
+
+
+def _stored(model: BaseModel) -> Any:
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 class BasketService:
@@ -51,7 +80,8 @@ class BasketService:
     async def get(self, buyer_id: str) -> tuple[Basket, str | None]:
         # Eventual is enough to show a basket: the next write checks the ETag anyway.
         entry = await self._sidecar.get_state(state_key(buyer_id), consistency="eventual")
-        return self._basket(buyer_id, entry.value), entry.etag
+        basket = await self._with_current_prices(self._basket(buyer_id, entry.value))
+        return basket, entry.etag
 
     async def add_item(self, buyer_id: str, line: BasketItemAdd) -> Basket:
         (product,) = await self._products([line.product_id])
@@ -126,6 +156,25 @@ class BasketService:
             basket = change(self._basket(buyer_id, entry.value))
             await self._save(buyer_id, basket, None)
             return basket
+        changed = Basket(buyer_id=buyer_id)
+
+        def step(entry: StateEntry) -> Any:
+            nonlocal changed
+            changed = change(self._basket(buyer_id, entry.value))
+            self._check_lines(len(changed.items))
+            return _stored(changed)
+
+        await self._read_modify_write(
+            state_key(buyer_id), step, ttl_seconds=self._settings.basket_ttl_seconds
+        )
+        return changed
+
+    async def _read_modify_write(
+        self, key: str, change: Callable[[StateEntry], Any | None], *, ttl_seconds: int | None
+    ) -> bool:
+        """Save `change(entry)` with the ETag of the entry it was made from; when somebody else
+        saved in between, read again and redo the change. `change` returning None means there
+        is nothing to write. Returns whether something was written."""
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(ETagMismatch),
             stop=stop_after_attempt(self._settings.basket_conflict_attempts),
@@ -135,22 +184,141 @@ class BasketService:
             async for attempt in retrying:
                 with attempt:
                     # Strong: the ETag we save against must be the newest one.
-                    entry = await self._sidecar.get_state(state_key(buyer_id), consistency="strong")
-                    basket = change(self._basket(buyer_id, entry.value))
-                    self._check_lines(len(basket.items))
-                    await self._save(buyer_id, basket, entry.etag)
-                    return basket
+                    entry = await self._sidecar.get_state(key, consistency="strong")
+                    value = change(entry)
+                    if value is None:
+                        return False
+                    await self._sidecar.save_state(
+                        key, value, etag=entry.etag, concurrency="first-write",
+                        consistency="strong", ttl_seconds=ttl_seconds,
+                    )  # fmt: skip
+                    return True
         except RetryError:
             pass
         raise BasketConflict(
             "The basket kept changing while this request tried to update it; try again."
         )
 
+    # -- checkout ------------------------------------------------------------------------
+
+    async def checkout(self, buyer_id: str, shipping: Shipping, idempotency_key: str | None) -> str:
+        """Publish the priced basket as UserCheckoutAccepted, then take those lines out of the
+        basket. Returns the checkout's request id; a retry with the same Idempotency-Key gets the
+        same id and publishes nothing new."""
+        record_key = f"checkout:{buyer_id}:{idempotency_key}" if idempotency_key else None
+        if record_key is not None:
+            done = await self._sidecar.get_state(record_key, consistency="strong")
+            if done.value is not None:
+                return str(done.value["requestId"])
+        entry = await self._sidecar.get_state(state_key(buyer_id), consistency="strong")
+        basket = self._basket(buyer_id, entry.value)
+        if not basket.items:
+            raise EmptyBasket("The basket is empty; add something before checking out.")
+        priced = await self._with_current_prices(basket.model_copy(deep=True))
+        # With a key, the id is derived from it: a retry whose first attempt published but
+        # crashed before recording it publishes the same event id again, and subscribers
+        # deduplicate on that id.
+        request_id = str(
+            uuid5(CHECKOUT_NAMESPACE, f"{buyer_id}:{idempotency_key}") if idempotency_key
+            else uuid4()
+        )  # fmt: skip
+        lines = [
+            CheckoutLine(
+                product_id=i.product_id,
+                product_name=i.product_name,
+                unit_price=i.unit_price,
+                quantity=i.quantity,
+            )
+            for i in priced.items
+        ]
+        event = UserCheckoutAccepted(
+            request_id=request_id,
+            buyer_id=buyer_id,
+            items=lines,
+            total=sum((line.unit_price * line.quantity for line in lines), Decimal(0)),
+            shipping=shipping,
+        )
+        await self._sidecar.publish(
+            CHECKOUT_TOPIC, _stored(event), event_id=request_id, event_type="UserCheckoutAccepted"
+        )
+        if record_key is not None:
+            await self._sidecar.save_state(
+                record_key, {"requestId": request_id}, etag=None, concurrency="last-write",
+                consistency="strong", ttl_seconds=self._settings.checkout_idempotency_seconds,
+            )  # fmt: skip
+        await self._remove_checked_out(buyer_id, basket, entry.etag)
+        return request_id
+
+    async def _remove_checked_out(self, buyer_id: str, bought: Basket, etag: str | None) -> None:
+        """Delete the basket if it is still the version that was checked out; if something was
+        added meanwhile, take out only what was bought, so the new item stays."""
+        if not self._settings.basket_optimistic_concurrency:
+            await self._sidecar.delete_state(state_key(buyer_id), etag=None)
+            return
+        try:
+            await self._sidecar.delete_state(state_key(buyer_id), etag=etag)
+            return
+        except ETagMismatch:
+            pass
+        taken = {item.product_id: item.quantity for item in bought.items}
+
+        def take_out(basket: Basket) -> Basket:
+            for item in basket.items:
+                item.quantity -= taken.get(item.product_id, 0)
+            basket.items = [item for item in basket.items if item.quantity > 0]
+            return basket
+
+        await self._update(buyer_id, take_out)
+
+    # -- prices --------------------------------------------------------------------------
+
+    async def apply_price_change(self, event_id: str, change: ProductPriceChanged) -> bool:
+        """Remember the product's new price, unless a newer one is already known. A repeated or
+        late event has a price version at or below the stored one and changes nothing."""
+
+        def newer(entry: StateEntry) -> Any | None:
+            if entry.value is not None:
+                known = ProductPrice.model_validate(entry.value)
+                if known.price_version >= change.price_version:
+                    return None
+            return _stored(
+                ProductPrice(
+                    product_id=change.product_id,
+                    price=change.price,
+                    price_version=change.price_version,
+                    event_id=event_id,
+                )
+            )
+
+        # No TTL: one small entry per product whose price ever changed.
+        return await self._read_modify_write(price_key(change.product_id), newer, ttl_seconds=None)
+
+    async def _with_current_prices(self, basket: Basket) -> Basket:
+        """Show a newer catalog price than the one a line was added at, with the old one.
+
+        One bulk read of the lines' price entries: the cost depends on the basket's lines, never
+        on how many baskets hold a product, because a price change writes one entry per product
+        instead of touching every basket (which the state API could not even list)."""
+        if not basket.items:
+            return basket
+        keys = [price_key(item.product_id) for item in basket.items]
+        entries = await self._sidecar.get_bulk_state(keys)
+        for item, key in zip(basket.items, keys, strict=True):
+            entry = entries.get(key)
+            if entry is None or entry.value is None:
+                continue
+            current = ProductPrice.model_validate(entry.value)
+            if current.price_version > item.price_version and current.price != item.unit_price:
+                item.old_unit_price = item.unit_price
+                item.unit_price = current.price
+                item.price_version = current.price_version
+        return basket
+
     async def _save(self, buyer_id: str, basket: Basket, etag: str | None) -> None:
         optimistic = self._settings.basket_optimistic_concurrency
         await self._sidecar.save_state(
             state_key(buyer_id),
-            basket.model_dump(mode="json", by_alias=True, exclude_none=True),
+            _stored(basket),
             etag=etag if optimistic else None,
             concurrency="first-write" if optimistic else "last-write",
             consistency="strong",
@@ -203,6 +371,7 @@ def _new_item(product: dict[str, Any], quantity: int) -> BasketItem:
         unit_price=Decimal(str(product["price"])),
         quantity=quantity,
         picture_url=product.get("pictureUrl"),
+        price_version=product.get("priceVersion", 0),
     )
 
 
@@ -212,3 +381,4 @@ def _reprice(item: BasketItem, product: dict[str, Any]) -> None:
         item.old_unit_price = item.unit_price
         item.unit_price = price
     item.product_name = product["name"]
+    item.price_version = product.get("priceVersion", item.price_version)

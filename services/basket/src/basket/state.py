@@ -41,6 +41,10 @@ class CatalogUnavailable(ServiceUnavailable):
     type = "/problems/catalog-unavailable"
 
 
+class EventBusUnavailable(ServiceUnavailable):
+    type = "/problems/pubsub-unavailable"
+
+
 class ETagMismatch(Exception):
     """Somebody else saved the key since we read it (or created it since we saw none)."""
 
@@ -216,10 +220,11 @@ JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 class DaprSidecar:
-    def __init__(self, http: SidecarHttp, store: str, catalog_app_id: str) -> None:
+    def __init__(self, http: SidecarHttp, store: str, catalog_app_id: str, pubsub: str) -> None:
         self._http = http
         self._store = store
         self._catalog = catalog_app_id
+        self._pubsub = pubsub
 
     async def _call(
         self,
@@ -257,14 +262,15 @@ class DaprSidecar:
         etag: str | None,
         concurrency: Concurrency,
         consistency: Consistency,
-        ttl_seconds: int,
+        ttl_seconds: int | None,
     ) -> None:
         item: dict[str, Any] = {
             "key": key,
             "value": value,
             "options": {"concurrency": concurrency, "consistency": consistency},
-            "metadata": {"ttlInSeconds": str(ttl_seconds)},
         }
+        if ttl_seconds is not None:
+            item["metadata"] = {"ttlInSeconds": str(ttl_seconds)}
         if etag is not None:
             item["etag"] = etag
         resp = await self._call(
@@ -302,6 +308,39 @@ class DaprSidecar:
         if resp.status_code == 400 and etag is not None:
             raise ETagInvalid(etag)
         raise StateStoreUnavailable(f"The state store could not be written ({_dapr_error(resp)}).")
+
+    async def get_bulk_state(self, keys: list[str]) -> dict[str, StateEntry]:
+        """Several keys in one call to the sidecar; keys that do not exist come back empty."""
+        resp = await self._call(
+            "POST",
+            f"/v1.0/state/{self._store}/bulk",
+            StateStoreUnavailable,
+            content=_json_body({"keys": keys, "parallelism": 10}),
+            headers=JSON_HEADERS,
+        )
+        if resp.status_code != 200:
+            raise StateStoreUnavailable(f"The state store could not be read ({_dapr_error(resp)}).")
+        entries: dict[str, StateEntry] = {}
+        for item in resp.json():
+            if item.get("error"):
+                raise StateStoreUnavailable(f"The state store could not be read ({item['error']}).")
+            entries[item["key"]] = StateEntry(item.get("data"), item.get("etag"))
+        return entries
+
+    async def publish(self, topic: str, data: Any, *, event_id: str, event_type: str) -> None:
+        """Publish a CloudEvent whose id is `event_id`: subscribers deduplicate on it."""
+        query = urlencode(
+            {"metadata.cloudevent.id": event_id, "metadata.cloudevent.type": event_type}
+        )
+        resp = await self._call(
+            "POST",
+            f"/v1.0/publish/{self._pubsub}/{topic}?{query}",
+            EventBusUnavailable,
+            content=_json_body(data),
+            headers=JSON_HEADERS,
+        )
+        if resp.status_code != 204:
+            raise EventBusUnavailable(f"The event could not be published ({_dapr_error(resp)}).")
 
     async def catalog_items(self, ids: list[int]) -> list[dict[str, Any]]:
         """Current catalog data for `ids` by service invocation; unknown ids are left out."""

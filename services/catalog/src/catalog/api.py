@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
-from pydantic import AfterValidator, BeforeValidator
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response, status
+from pydantic import AfterValidator, BeforeValidator, ValidationError
 from sqlalchemy.orm import Session
 
 from catalog import repository, service
+from catalog.errors import DatabaseUnavailable
+from catalog.events import UserCheckoutAccepted
 from catalog.pictures import Picture, PictureStore
 from catalog.repository import ItemFilter
 from catalog.schemas import (
@@ -26,7 +29,10 @@ from catalog.schemas import (
     TypePublic,
     storable_text,
 )
-from eshop_common.auth import AdminUser
+from eshop_common.auth import AdminUser, FromSidecar
+from eshop_common.events import DROP, RETRY, SUCCESS, CloudEvent, EventAck
+
+log = logging.getLogger(__name__)
 
 PAGE_INDEX_MAX = 1_000_000
 
@@ -192,3 +198,23 @@ def update_item(
 def delete_item(_admin: AdminUser, session: SessionDep, item_id: ItemId) -> None:
     """Remove an item from the catalog (admin only)."""
     service.delete_item(session, item_id)
+
+
+events_router = APIRouter(prefix="/events", tags=["events"], dependencies=[FromSidecar])
+
+
+@events_router.post("/user-checkout-accepted")
+def on_user_checkout_accepted(request: Request, payload: Annotated[Any, Body()]) -> EventAck:
+    """Reserve stock for a checkout; called by the sidecar for each UserCheckoutAccepted."""
+    try:
+        event = CloudEvent.model_validate(payload)
+        checkout = UserCheckoutAccepted.model_validate(event.data)
+    except ValidationError as exc:
+        log.warning("dropping a malformed checkout event: %s", exc.errors()[:3])
+        return DROP
+    try:
+        outcome = service.reserve_stock(request.state.sessionmaker, event.id, checkout)
+    except DatabaseUnavailable:
+        return RETRY
+    log.info("checkout %s: stock %s", checkout.request_id, outcome)
+    return SUCCESS

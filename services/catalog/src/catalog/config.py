@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from pydantic import field_validator
+from pydantic import SecretStr, field_validator
 from sqlalchemy.engine import make_url
 
 from eshop_common.settings import ServiceSettings
@@ -22,6 +22,20 @@ class Settings(ServiceSettings):
     db_statement_timeout_ms: int = 5000
     pictures_dir: Path = PACKAGE_DIR / "pictures"
     picture_max_age: int = 3600
+
+    # The sidecar, for publishing the outbox's events (Dapr's own variable names).
+    dapr_host: str = "127.0.0.1"
+    dapr_http_port: int = 3500
+    dapr_api_token: SecretStr | None = None
+    dapr_timeout_seconds: float = 3.0
+    pubsub_name: str = "pubsub"
+    outbox_relay_enabled: bool = True
+    # How often the relay looks for unpublished events when there was nothing to do.
+    outbox_poll_seconds: float = 0.25
+
+    @property
+    def dapr_url(self) -> str:
+        return f"http://{self.dapr_host}:{self.dapr_http_port}"
 
     @field_validator("database_url")
     @classmethod

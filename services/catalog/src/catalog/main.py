@@ -12,9 +12,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from catalog import repository
-from catalog.api import router
+from catalog.api import events_router, router
 from catalog.config import Settings
+from catalog.outbox import OutboxRelay
 from catalog.pictures import PictureStore
+from catalog.publisher import Publisher
 from eshop_common.app import create_app
 
 APP_ID = "catalog-api"
@@ -36,13 +38,21 @@ def create_catalog_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[State]:
         engine = repository.make_engine(settings)
+        factory = repository.make_sessionmaker(engine)
+        publisher = Publisher(settings)
+        relay = OutboxRelay(factory, publisher, settings.outbox_poll_seconds)
+        if settings.outbox_relay_enabled:
+            relay.start()
         try:
             yield {
                 "engine": engine,
-                "sessionmaker": repository.make_sessionmaker(engine),
+                "sessionmaker": factory,
                 "pictures": PictureStore(settings.pictures_dir, max_age=settings.picture_max_age),
             }
         finally:
+            if settings.outbox_relay_enabled:
+                relay.stop()
+            publisher.close()
             engine.dispose()
 
     app = create_app(
@@ -53,6 +63,7 @@ def create_catalog_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(router)
+    app.include_router(events_router)
     return app
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     Computed,
     DateTime,
@@ -15,8 +18,9 @@ from sqlalchemy import (
     Numeric,
     String,
     func,
+    text,
 )
-from sqlalchemy.dialects.postgresql import TSVECTOR
+from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Constraint names are part of the contract: the repository maps violations back to fields by name.
@@ -83,6 +87,9 @@ class CatalogItem(Base):
     available_stock: Mapped[int] = mapped_column(server_default="0")
     restock_threshold: Mapped[int] = mapped_column(server_default="0")
     max_stock_threshold: Mapped[int] = mapped_column(server_default="0")
+    # Goes up by one with every price change; travels in ProductPriceChanged so that a consumer
+    # can tell a newer price from an older one that arrives late.
+    price_version: Mapped[int] = mapped_column(server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
@@ -97,6 +104,42 @@ class CatalogItem(Base):
 
     brand: Mapped[CatalogBrand] = relationship(lazy="raise")
     type: Mapped[CatalogType] = relationship(lazy="raise")
+
+
+class OutboxMessage(Base):
+    """An event written in the same transaction as the change it announces (transactional
+    outbox); the relay publishes it through the sidecar and stamps `published_at`."""
+
+    __tablename__ = "outbox_message"
+    __table_args__ = (
+        Index(
+            "ix_outbox_message_unpublished",
+            "id",
+            postgresql_where=text("published_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(unique=True)
+    topic: Mapped[str] = mapped_column(String(100))
+    event_type: Mapped[str] = mapped_column(String(100))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ProcessedEvent(Base):
+    """Events this service has handled, recorded in the same transaction as their effect, so a
+    second delivery of the same event id changes nothing."""
+
+    __tablename__ = "processed_event"
+
+    event_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    topic: Mapped[str] = mapped_column(String(100))
+    outcome: Mapped[str] = mapped_column(String(20))
+    processed_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
 
 
 UQ_ITEM_NAME = "uq_catalog_item_name"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from sqlalchemy import (
     func,
     select,
     text,
+    update,
 )
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
@@ -37,6 +39,8 @@ from catalog.models import (
     CatalogBrand,
     CatalogItem,
     CatalogType,
+    OutboxMessage,
+    ProcessedEvent,
 )
 
 log = logging.getLogger(__name__)
@@ -214,7 +218,9 @@ def get_picture_file_name(session: Session, item_id: int) -> tuple[bool, str | N
 
 
 def get_item_to_change(session: Session, item_id: int) -> CatalogItem | None:
-    return session.get(CatalogItem, item_id)
+    # Locked until the transaction ends: two admins changing one item's price take turns, so
+    # each change gets its own price_version.
+    return session.get(CatalogItem, item_id, with_for_update=True)
 
 
 def list_brands(session: Session) -> Sequence[CatalogBrand]:
@@ -260,6 +266,62 @@ def delete_item(session: Session, item_id: int) -> bool:
         delete(CatalogItem).where(CatalogItem.id == item_id).returning(CatalogItem.id)
     )
     return deleted.first() is not None
+
+
+# ---- events: the outbox and processed event ids ----------------------------------------------
+
+
+def add_outbox_message(
+    session: Session, topic: str, event_type: str, payload: dict[str, Any]
+) -> None:
+    session.add(
+        OutboxMessage(event_id=uuid.uuid4(), topic=topic, event_type=event_type, payload=payload)
+    )
+
+
+def lock_unpublished(session: Session, limit: int) -> Sequence[OutboxMessage]:
+    """The oldest unpublished messages, locked; another relay skips them instead of waiting."""
+    return session.scalars(
+        select(OutboxMessage)
+        .where(OutboxMessage.published_at.is_(None))
+        .order_by(OutboxMessage.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+
+
+def mark_published(session: Session, message: OutboxMessage) -> None:
+    message.published_at = func.now()
+    session.flush()
+
+
+def claim_event(session: Session, event_id: str, topic: str, outcome: str) -> bool:
+    """Record the event as handled; False if it already was (a repeated delivery)."""
+    claimed = session.execute(
+        insert(ProcessedEvent)
+        .values(event_id=event_id, topic=topic, outcome=outcome)
+        .on_conflict_do_nothing(index_elements=["event_id"])
+        .returning(ProcessedEvent.event_id)
+    )
+    return claimed.first() is not None
+
+
+def take_stock(session: Session, product_id: int, quantity: int) -> bool:
+    """Take `quantity` off the item's stock if it has that many; the CHECK guards the rest."""
+    taken = session.execute(
+        update(CatalogItem)
+        .where(CatalogItem.id == product_id, CatalogItem.available_stock >= quantity)
+        .values(available_stock=CatalogItem.available_stock - quantity)
+        .returning(CatalogItem.id)
+    )
+    return taken.first() is not None
+
+
+def available_stock(session: Session, product_id: int) -> int | None:
+    stock: int | None = session.scalar(
+        select(CatalogItem.available_stock).where(CatalogItem.id == product_id)
+    )
+    return stock
 
 
 # ---- seeding -----------------------------------------------------------------------------------

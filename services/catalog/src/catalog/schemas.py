@@ -110,6 +110,7 @@ class ItemPublic(CamelModel):
     available_stock: int
     restock_threshold: int
     max_stock_threshold: int
+    price_version: int
 
     @classmethod
     def from_model(cls, item: CatalogItem) -> ItemPublic:
@@ -127,6 +128,7 @@ class ItemPublic(CamelModel):
             available_stock=item.available_stock,
             restock_threshold=item.restock_threshold,
             max_stock_threshold=item.max_stock_threshold,
+            price_version=item.price_version,
         )
 
 

@@ -4,11 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from catalog import repository
 from catalog.errors import InvalidField, ItemNotFound, PictureNotFound
+from catalog.events import (
+    CHECKOUT_ACCEPTED,
+    PRICE_CHANGED,
+    RESERVATION_REJECTED,
+    EventModel,
+    ProductPriceChanged,
+    Shortage,
+    StockReservationRejected,
+    UserCheckoutAccepted,
+)
 from catalog.models import CatalogBrand, CatalogItem, CatalogType
 from catalog.pictures import Picture, PictureStore
 from catalog.repository import ItemFilter
@@ -85,8 +97,78 @@ def update_item(
     item = repository.get_item_to_change(session, item_id)
     if item is None:
         raise ItemNotFound(item_id)
+    old_price = item.price
     _apply(item, data)
+    if item.price != old_price:
+        # Same transaction as the change: the event exists if and only if the price changed.
+        item.price_version += 1
+        event = ProductPriceChanged(
+            product_id=item.id, price=item.price, old_price=old_price,
+            price_version=item.price_version,
+        )  # fmt: skip
+        repository.add_outbox_message(
+            session, PRICE_CHANGED, "ProductPriceChanged", _payload(event)
+        )
     return repository.save_item(session, item)
+
+
+class ReservationOutcome(StrEnum):
+    RESERVED = "reserved"
+    REJECTED = "rejected"
+    DUPLICATE = "duplicate"
+
+
+class _Rejected(Exception):
+    def __init__(self, shortages: list[Shortage]) -> None:
+        self.shortages = shortages
+
+
+def reserve_stock(
+    factory: sessionmaker[Session], event_id: str, checkout: UserCheckoutAccepted
+) -> ReservationOutcome:
+    """Take every line's quantity off stock in one transaction, or none of them.
+
+    The event id is recorded in the same transaction, so a second delivery changes nothing.
+    A refusal is recorded (with its StockReservationRejected event in the outbox) separately,
+    after the partial reservation has been rolled back.
+    """
+    wanted: dict[int, int] = {}
+    for line in checkout.items:
+        wanted[line.product_id] = wanted.get(line.product_id, 0) + line.quantity
+    try:
+        with repository.transaction(factory) as session:
+            if not repository.claim_event(session, event_id, CHECKOUT_ACCEPTED, "reserved"):
+                return ReservationOutcome.DUPLICATE
+            shortages = []
+            # In id order, so two reservations lock the rows they share in the same order.
+            for product_id, quantity in sorted(wanted.items()):
+                if not repository.take_stock(session, product_id, quantity):
+                    available = repository.available_stock(session, product_id)
+                    shortages.append(
+                        Shortage(product_id=product_id, requested=quantity, available=available)
+                    )
+            if shortages:
+                raise _Rejected(shortages)
+            return ReservationOutcome.RESERVED
+    except _Rejected as rejected:
+        shortages = rejected.shortages
+    with repository.transaction(factory) as session:
+        if not repository.claim_event(session, event_id, CHECKOUT_ACCEPTED, "rejected"):
+            return ReservationOutcome.DUPLICATE
+        event = StockReservationRejected(
+            request_id=checkout.request_id,
+            buyer_id=checkout.buyer_id,
+            reason="not enough stock",
+            shortages=shortages,
+        )
+        repository.add_outbox_message(
+            session, RESERVATION_REJECTED, "StockReservationRejected", _payload(event)
+        )
+    return ReservationOutcome.REJECTED
+
+
+def _payload(event: EventModel) -> dict[str, Any]:
+    return event.model_dump(mode="json", by_alias=True)
 
 
 def delete_item(session: Session, item_id: int) -> None:

@@ -31,6 +31,7 @@ def create_app(
     configure_logging(settings.log_level)
     app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
     app.state.token_verifier = TokenVerifier(settings.jwt_secret.get_secret_value())
+    app.state.app_api_token = settings.app_api_token
     app.state.readiness_check = readiness_check
     install_problem_handlers(app)
     app.include_router(health.router)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import hmac
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import jwt
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import SecretStr
 
 from eshop_common.problems import Forbidden, Unauthorized
 from eshop_common.settings import DEMO_JWT_SECRET
@@ -73,7 +75,11 @@ def mint_token(
 _bearer = HTTPBearer(auto_error=False, description="A JWT minted with `uv run mint-token <user>`")
 
 
-def current_user(
+# Dependencies here are `async def` on purpose: FastAPI runs a plain `def` dependency on a worker
+# thread, and the hop costs more than an HS256 check does.
+
+
+async def current_user(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
@@ -86,13 +92,28 @@ def current_user(
 CurrentUser = Annotated[User, Depends(current_user)]
 
 
-def require_admin(user: CurrentUser) -> User:
+async def require_admin(user: CurrentUser) -> User:
     if not user.is_admin:
         raise Forbidden("This operation needs the admin role.")
     return user
 
 
 AdminUser = Annotated[User, Depends(require_admin)]
+
+
+async def require_sidecar(
+    request: Request,
+    token: Annotated[str | None, Header(alias="dapr-api-token", include_in_schema=False)] = None,
+) -> None:
+    """Only the app's own sidecar may call this route (it sends APP_API_TOKEN)."""
+    expected: SecretStr | None = request.app.state.app_api_token
+    if expected is None:
+        return
+    if token is None or not hmac.compare_digest(token, expected.get_secret_value()):
+        raise Unauthorized("Only the Dapr sidecar may call this endpoint.")
+
+
+FromSidecar = Depends(require_sidecar)
 
 
 def mint_token_cli(argv: list[str] | None = None) -> None:

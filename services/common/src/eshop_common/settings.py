@@ -13,3 +13,6 @@ class ServiceSettings(BaseSettings):
 
     jwt_secret: SecretStr = SecretStr(DEMO_JWT_SECRET)
     log_level: str = "INFO"
+    # What the sidecar sends in `dapr-api-token` when it calls the app (events). When set, event
+    # endpoints refuse callers without it, so nobody but the sidecar can post events.
+    app_api_token: SecretStr | None = None

@@ -1,0 +1,123 @@
+"""The catalog's side of the events, at the database: the outbox row commits with the price
+change and only with it; stock is reserved all-or-nothing, once per event id."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import sessionmaker
+
+from catalog.events import UserCheckoutAccepted
+from catalog.service import ReservationOutcome, reserve_stock
+
+
+def outbox_rows(db: Engine, product_id: int) -> list[dict]:
+    with db.connect() as conn:
+        rows = conn.execute(
+            text(
+                "select topic, event_type, payload from outbox_message "
+                "where payload->>'productId' = :id order by id"
+            ),
+            {"id": str(product_id)},
+        )
+        return [dict(row._mapping) for row in rows]
+
+
+def test_a_price_change_writes_one_outbox_event_with_the_next_price_version(api, db):
+    item = api.create_item(price=10)
+    body = {k: v for k, v in item.items() if k in api.new_item()}
+    api.client.put(
+        f"/api/catalog/items/{item['id']}", json={**body, "price": 11}, headers=api.admin_headers
+    )
+    changed = api.get_item(item["id"])
+
+    assert changed["priceVersion"] == 1
+    assert outbox_rows(db, item["id"]) == [
+        {
+            "topic": "product-price-changed",
+            "event_type": "ProductPriceChanged",
+            "payload": {
+                "productId": item["id"],
+                "price": 11.0,
+                "oldPrice": 10.0,
+                "priceVersion": 1,
+            },
+        }
+    ]
+
+
+def test_an_update_that_keeps_the_price_writes_no_event(api, db):
+    item = api.create_item(price=10)
+    body = {k: v for k, v in item.items() if k in api.new_item()}
+    resp = api.client.put(
+        f"/api/catalog/items/{item['id']}", json={**body, "availableStock": 99},
+        headers=api.admin_headers,
+    )  # fmt: skip
+    assert resp.status_code == 200
+    assert api.get_item(item["id"])["priceVersion"] == 0
+    assert outbox_rows(db, item["id"]) == []
+
+
+def test_a_price_change_that_fails_leaves_no_event_behind(api, db):
+    taken = api.create_item()
+    item = api.create_item(price=10)
+    body = {k: v for k, v in item.items() if k in api.new_item()}
+    resp = api.client.put(
+        f"/api/catalog/items/{item['id']}", json={**body, "price": 12, "name": taken["name"]},
+        headers=api.admin_headers,
+    )  # fmt: skip
+    assert resp.status_code == 409
+    assert api.get_item(item["id"])["price"] == 10
+    assert outbox_rows(db, item["id"]) == []
+
+
+def checkout(*lines: tuple[int, int]) -> UserCheckoutAccepted:
+    return UserCheckoutAccepted.model_validate(
+        {
+            "requestId": str(uuid.uuid4()),
+            "buyerId": "alice",
+            "items": [{"productId": p, "quantity": q} for p, q in lines],
+        }
+    )
+
+
+def test_stock_is_reserved_once_however_often_the_event_arrives(api, db):
+    item = api.create_item(availableStock=10)
+    factory = sessionmaker(db)
+    event = checkout((item["id"], 3))
+    event_id = str(uuid.uuid4())
+
+    assert reserve_stock(factory, event_id, event) == ReservationOutcome.RESERVED
+    assert reserve_stock(factory, event_id, event) == ReservationOutcome.DUPLICATE
+    assert api.get_item(item["id"])["availableStock"] == 7
+
+
+def test_a_reservation_short_on_one_line_takes_nothing_and_queues_a_rejection(api, db):
+    short = api.create_item(availableStock=1)
+    enough = api.create_item(availableStock=5)
+    factory = sessionmaker(db)
+    event = checkout((enough["id"], 2), (short["id"], 2))
+    event_id = str(uuid.uuid4())
+
+    assert reserve_stock(factory, event_id, event) == ReservationOutcome.REJECTED
+    assert reserve_stock(factory, event_id, event) == ReservationOutcome.DUPLICATE
+    assert api.get_item(short["id"])["availableStock"] == 1
+    assert api.get_item(enough["id"])["availableStock"] == 5
+    with db.connect() as conn:
+        payloads = (
+            conn.execute(
+                text("select payload from outbox_message where payload->>'requestId' = :id"),
+                {"id": event.request_id},
+            )
+            .scalars()
+            .all()
+        )
+    assert payloads == [
+        {
+            "requestId": event.request_id,
+            "buyerId": "alice",
+            "reason": "not enough stock",
+            "shortages": [{"productId": short["id"], "requested": 2, "available": 1}],
+        }
+    ]
