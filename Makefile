@@ -7,7 +7,7 @@ SHELL := /bin/bash
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
-prerequisites: ## install PostgreSQL, Redis, docker-compose (Debian) and uv (PyPI)
+prerequisites: ## install PostgreSQL, Redis, docker-compose, Chromium (Debian) and uv (PyPI)
 	scripts/install-prerequisites
 
 sync: ## install the Python dependencies from uv.lock
@@ -25,7 +25,7 @@ test: sync daprd ## run every test against real PostgreSQL, Redis and daprd
 lint: ## ruff lint + format check, mypy
 	uv run --no-sync ruff check .
 	uv run --no-sync ruff format --check .
-	uv run --no-sync mypy services/common/src services/catalog/src services/basket/src scripts/devstack/src
+	uv run --no-sync mypy services/common/src services/catalog/src services/basket/src services/web/src scripts/devstack/src
 
 compose-check: ## static checks of docker-compose.yml and the Dockerfiles (no Docker needed)
 	uv run --no-sync pytest tests/compose -q
