@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 
@@ -11,25 +10,13 @@ import psycopg
 import pytest
 import redis
 
+from devstack import experiments
 from devstack.procs import free_port
 from devstack.stack import DEMO_JWT_SECRET, Stack
-from devstack.testkit import quantities
 from devstack.testkit import unique_user as buyer
 from eshop_common.auth import mint_token
 
 CLIENTS = 20
-
-
-async def add_concurrently(url: str, user: str, product_id: int, n: int) -> list[int]:
-    headers = {"Authorization": f"Bearer {mint_token(DEMO_JWT_SECRET, user)}"}
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
-        responses = await asyncio.gather(
-            *(
-                client.post("/api/basket/items", json={"productId": product_id, "quantity": 1})
-                for _ in range(n)
-            )
-        )
-    return [r.status_code for r in responses]
 
 
 def read_basket(url: str, user: str) -> dict:
@@ -40,11 +27,8 @@ def read_basket(url: str, user: str) -> dict:
 
 
 def test_concurrent_adds_to_one_basket_lose_no_update(basket_stack: Stack, products):
-    me, pid = buyer(), products[0]["id"]
-    url = basket_stack.url("basket-api")
-    statuses = asyncio.run(add_concurrently(url, me, pid, CLIENTS))
-    assert statuses == [200] * CLIENTS
-    assert quantities(read_basket(url, me)) == {pid: CLIENTS}
+    outcome = experiments.run(basket_stack.url("basket-api"), products[0]["id"], CLIENTS)
+    assert outcome == experiments.Outcome(accepted=CLIENTS, kept=CLIENTS)
     # Conflicts are failures to Dapr's circuit breaker; contention alone must not open it.
     assert "to open" not in basket_stack.log_text("basket-api-dapr")
 
@@ -61,10 +45,9 @@ def unsafe_basket(basket_stack: Stack):
 
 
 def test_the_control_without_etags_does_lose_updates(unsafe_basket, products):
-    me, pid = buyer(), products[0]["id"]
-    statuses = asyncio.run(add_concurrently(unsafe_basket, me, pid, CLIENTS))
-    assert statuses == [200] * CLIENTS  # every client was told its add succeeded...
-    assert quantities(read_basket(unsafe_basket, me))[pid] < CLIENTS  # ...yet some were lost
+    outcome = experiments.run(unsafe_basket, products[0]["id"], CLIENTS)
+    assert outcome.accepted == CLIENTS  # every client was told its add succeeded...
+    assert outcome.kept < CLIENTS  # ...yet some of the adds are gone
 
 
 def test_one_buyer_can_never_read_or_change_another_buyers_basket(as_user, products):

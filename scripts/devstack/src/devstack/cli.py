@@ -68,6 +68,13 @@ def docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def lost_updates(args: argparse.Namespace) -> int:
+    from devstack.experiments import report
+
+    report(args.basket, args.sidecar, args.product, args.clients)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="devstack", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -80,5 +87,11 @@ def main(argv: list[str] | None = None) -> None:
     p_up.set_defaults(func=up)
     p_docs = sub.add_parser("docs", help="rewrite the files included in docs/ from the repo")
     p_docs.set_defaults(func=docs)
+    p_lost = sub.add_parser("lost-updates", help="the lost-update experiment on a running stack")
+    p_lost.add_argument("--basket", default="http://127.0.0.1:5102")
+    p_lost.add_argument("--sidecar", default="http://127.0.0.1:3502")
+    p_lost.add_argument("--product", type=int, default=1)
+    p_lost.add_argument("--clients", type=int, default=20)
+    p_lost.set_defaults(func=lost_updates)
     args = parser.parse_args(argv)
     sys.exit(args.func(args))

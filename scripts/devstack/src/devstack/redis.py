@@ -9,7 +9,7 @@ from pathlib import Path
 
 import redis
 
-from devstack.procs import wait_until
+from devstack.procs import die_with_parent, wait_until
 
 
 @dataclass
@@ -46,6 +46,7 @@ class RedisServer:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
         )
         wait_until(self.is_running, timeout=30, what=f"redis on port {self.port}")
 

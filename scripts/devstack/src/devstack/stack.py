@@ -15,7 +15,7 @@ from typing import IO
 import httpx
 
 from devstack.postgres import PostgresServer
-from devstack.procs import free_port, wait_until
+from devstack.procs import die_with_parent, free_port, wait_until
 from devstack.redis import RedisServer
 from devstack.runfile import AppSpec, load_run_file
 
@@ -155,7 +155,7 @@ class Stack:
         log_path.parent.mkdir(exist_ok=True)
         popen = subprocess.Popen(
             argv, cwd=cwd, env=env, start_new_session=True,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
         )  # fmt: skip
         threading.Thread(
             target=_pump, args=(popen.stdout, log_path, name if self.stream_logs else None),
