@@ -20,6 +20,7 @@ from eshop_common.auth import mint_token
 DOCS = [*sorted((REPO_ROOT / "docs").glob("*.md")), REPO_ROOT / "README.md"]
 DOCS_WITH_COMMANDS = [doc for doc in DOCS if commands(doc)]
 FIXED_PG_PORT, FIXED_REDIS_PORT = 5433, 6380
+LOCAL_DATABASE = f"postgresql://postgres@localhost:{FIXED_PG_PORT}/postgres"
 MARK = "@@docs-command-{}@@"
 
 UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
@@ -52,6 +53,9 @@ def localise(command: str, stack: Stack, users: dict[str, str]) -> str:
     for old, new in ports.items():
         command = re.sub(rf"\b(localhost|127\.0\.0\.1):{old}\b", f"127.0.0.1:{new}", command)
         command = re.sub(rf"(-p|--port) {old}\b", rf"\1 {new}", command)
+    assert stack.database_url is not None
+    live_db = stack.database_url.replace("postgresql+psycopg://", "postgresql://")
+    command = command.replace(LOCAL_DATABASE, live_db)
     for name, real in users.items():
         command = re.sub(rf"\b{name}\b", real, command)
     return command
@@ -78,8 +82,14 @@ def run_session(cmds: list[Command], stack: Stack, users: dict[str, str]) -> lis
     return parts
 
 
+STATE_STORE_MARK = re.compile(r"<!-- docs-stack: (redis|postgresql) -->")
+
+
 @pytest.mark.parametrize("doc", DOCS_WITH_COMMANDS, ids=lambda d: d.name)
-def test_every_command_in_the_doc_prints_what_the_doc_shows(doc: Path, stack: Stack):
+def test_every_command_in_the_doc_prints_what_the_doc_shows(doc: Path, stack_factory):
+    # A doc about the PostgreSQL state store says so, and runs against a stack that uses it.
+    mark = STATE_STORE_MARK.search(doc.read_text())
+    stack = stack_factory.get(mark[1] if mark else "redis")
     cmds = commands(doc)
     users = {name: f"{name}-{uuid.uuid4().hex[:8]}" for name in ("alice", "bob", "admin")}
     outputs = run_session(cmds, stack, users)
@@ -117,8 +127,10 @@ def test_the_docs_name_only_the_pinned_dapr_version():
 def test_the_docs_name_only_app_ids_components_and_ports_that_exist():
     apps = load_run_file(RUN_FILE)
     components = {
-        yaml.safe_load(p.read_text())["metadata"]["name"]
-        for p in (REPO_ROOT / "components").glob("*.yaml")
+        doc["metadata"]["name"]
+        for path in (REPO_ROOT / "components").glob("*.yaml")
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc["kind"] == "Component"
     }
     ports = {FIXED_PG_PORT, FIXED_REDIS_PORT}
     for spec in apps.values():
