@@ -18,9 +18,9 @@ os.environ.setdefault("DAPR_GRPC_PORT", "3602")
 os.environ.setdefault("DAPR_HTTP_PORT", "3502")
 os.environ.setdefault("DAPR_API_TOKEN", "eshop-demo-dapr-api-token")
 
-from dapr.clients import DaprClient  # noqa: E402  (reads the variables above on import)
-from dapr.clients.exceptions import DaprGrpcError  # noqa: E402
-from dapr.clients.grpc._state import Concurrency, Consistency, StateOptions  # noqa: E402
+from dapr.clients import DaprClient  # reads the variables above on import
+from dapr.clients.exceptions import DaprGrpcError
+from dapr.clients.grpc._state import Concurrency, Consistency, StateOptions
 
 STORE = "statestore"
 FIRST_WRITE = StateOptions(concurrency=Concurrency.first_write, consistency=Consistency.strong)
