@@ -1,10 +1,7 @@
 """When PostgreSQL goes away the catalog answers 503 quickly, and heals when PostgreSQL returns."""
 
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -13,23 +10,15 @@ from catalog.config import Settings
 from catalog.db_cli import load_seed, migrate
 from catalog.main import create_catalog_app
 from devstack.postgres import PostgresServer
-from devstack.procs import free_port
+from devstack.pytest_plugin import throwaway_postgres
 
 BOUND_SECONDS = 5.0
 
 
 @pytest.fixture
 def own_postgres() -> Iterator[PostgresServer]:
-    # Outside pytest's temp dir: that is private to root, and the server runs as `postgres`.
-    base = Path(tempfile.mkdtemp(prefix="catalog-outage-pg-"))
-    base.chmod(0o755)
-    server = PostgresServer(base / "data", free_port(), durable=False)
-    server.start()
-    try:
+    with throwaway_postgres("catalog-outage-pg-") as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def timed_get(client: TestClient, url: str):

@@ -4,25 +4,14 @@ from __future__ import annotations
 
 import argparse
 import signal
-import subprocess
 import sys
 import threading
 from pathlib import Path
 
-from devstack.stack import DEMO_JWT_SECRET, REPO_ROOT, STATE_STORES, Stack
+from devstack.stack import DEMO_JWT_SECRET, REPO_ROOT, STATE_STORES, Stack, install_daprd
 
 # The app a person opens in a browser; the others are APIs.
 STOREFRONT = "webshop"
-
-
-def install_daprd() -> Path:
-    out = subprocess.run(
-        [str(REPO_ROOT / "scripts" / "install-daprd")],
-        check=True,
-        text=True,
-        stdout=subprocess.PIPE,
-    ).stdout
-    return Path(out.strip().splitlines()[-1])
 
 
 def up(args: argparse.Namespace) -> int:

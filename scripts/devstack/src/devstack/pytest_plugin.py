@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 from devstack.postgres import PostgresServer
 from devstack.procs import free_port
 from devstack.redis import RedisServer
-from devstack.stack import REPO_ROOT, Stack
+from devstack.stack import Stack, install_daprd
 
 
 class DatabaseServer(Protocol):
@@ -42,13 +42,11 @@ class ExternalPostgres:
         return self._url.set(database=name).render_as_string(hide_password=False)
 
 
-@pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseServer]:
-    if url := os.environ.get("DATABASE_URL"):
-        yield ExternalPostgres(url)
-        return
+@contextmanager
+def throwaway_postgres(prefix: str = "eshop-test-pg-") -> Iterator[PostgresServer]:
+    """A private PostgreSQL on a free port, deleted afterwards."""
     # Not under pytest's temp dir: that is private to root, and the server may run as `postgres`.
-    base = Path(tempfile.mkdtemp(prefix="eshop-test-pg-"))
+    base = Path(tempfile.mkdtemp(prefix=prefix))
     base.chmod(0o755)
     server = PostgresServer(base / "data", free_port(), durable=False)
     server.start()
@@ -57,6 +55,15 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Databa
     finally:
         server.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[DatabaseServer]:
+    if url := os.environ.get("DATABASE_URL"):
+        yield ExternalPostgres(url)
+        return
+    with throwaway_postgres() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -85,13 +92,7 @@ def new_database(server: DatabaseServer, prefix: str = "test") -> str:
 @pytest.fixture(scope="session")
 def daprd_path() -> Path:
     """The pinned daprd, built once by scripts/install-daprd and reused from its cache."""
-    out = subprocess.run(
-        [str(REPO_ROOT / "scripts" / "install-daprd")],
-        check=True,
-        text=True,
-        stdout=subprocess.PIPE,
-    ).stdout
-    return Path(out.strip().splitlines()[-1])
+    return install_daprd()
 
 
 class StackFactory:

@@ -27,6 +27,17 @@ DEMO_APP_API_TOKEN = "eshop-demo-app-api-token"
 STATE_STORES = ("redis", "postgresql")
 
 
+def install_daprd() -> Path:
+    """Build or reuse the pinned daprd (scripts/install-daprd) and return its path."""
+    out = subprocess.run(
+        [str(REPO_ROOT / "scripts" / "install-daprd")],
+        check=True,
+        text=True,
+        stdout=subprocess.PIPE,
+    ).stdout
+    return Path(out.strip().splitlines()[-1])
+
+
 @dataclass
 class Proc:
     name: str
