@@ -44,6 +44,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import aiohttp
@@ -345,14 +346,16 @@ async def measure(bench: Bench, meter: CpuMeter, args: argparse.Namespace) -> di
                 await closed_loop(op, args.connections, args.warmup)  # connections, caches
                 # Saturation first: a closed loop cannot queue more than `connections` requests,
                 # whereas an open-loop rate above a hop's capacity leaves a backlog behind it.
-                saturated = await metered(meter, closed_loop(op, args.connections, args.seconds))
+                saturated = await metered(
+                    meter, partial(closed_loop, op, args.connections, args.seconds)
+                )
                 below = None
                 if saturated.rps < 2 * args.rate:
                     rate = max(10.0, round(saturated.rps / 2, -1))
                     await asyncio.sleep(1)
-                    below = (rate, await metered(meter, open_loop(op, rate, args.seconds)))
+                    below = (rate, await metered(meter, partial(open_loop, op, rate, args.seconds)))
                 await asyncio.sleep(1)
-                opened = await metered(meter, open_loop(op, args.rate, args.seconds))
+                opened = await metered(meter, partial(open_loop, op, args.rate, args.seconds))
                 hops[name] = Hop(saturated, opened, below)
                 print(progress(name, hops[name]), flush=True)
             return hops
@@ -360,12 +363,25 @@ async def measure(bench: Bench, meter: CpuMeter, args: argparse.Namespace) -> di
             await store.aclose()
 
 
-async def metered(meter: CpuMeter, load: Awaitable[Run]) -> Run:
-    before, t0 = meter.sample(), time.perf_counter()
-    run = await load
-    after, elapsed = meter.sample(), time.perf_counter() - t0
-    run.cpu = {k: (after[k] - before[k]) / elapsed for k in after}
-    return run
+QUIET = 0.25  # share of a core that other people's processes may use during a kept run
+ATTEMPTS = 3
+
+
+async def metered(meter: CpuMeter, load: Callable[[], Awaitable[Run]]) -> Run:
+    """Run `load`; when other processes took more than QUIET of a core meanwhile, run it again
+    (up to ATTEMPTS times) and keep the least disturbed run."""
+    runs = []
+    for _ in range(ATTEMPTS):
+        before, t0 = meter.sample(), time.perf_counter()
+        run = await load()
+        after, elapsed = meter.sample(), time.perf_counter() - t0
+        run.cpu = {k: max(0.0, after[k] - before[k]) / elapsed for k in after}
+        runs.append(run)
+        if run.cpu[OTHERS] <= QUIET:
+            break
+        print(f"  other processes took {run.cpu[OTHERS]:.0%} of a core; again", flush=True)
+        await asyncio.sleep(5)
+    return min(runs, key=lambda r: r.cpu[OTHERS])
 
 
 def progress(name: str, hop: Hop) -> str:
@@ -401,7 +417,12 @@ def machine_note() -> str:
     )
 
 
-def report(hops: dict[str, Hop], args: argparse.Namespace, load: tuple[float, float]) -> str:
+def report(
+    hops: dict[str, Hop],
+    args: argparse.Namespace,
+    load: tuple[float, float],
+    reference: tuple[float, float],
+) -> str:
     rate, conns = f"{args.rate:g}/s", f"{args.connections} conns"
     rows = [
         f"| Hop | p50 ms @ {rate} | p99 ms @ {rate} | req/s @ {rate} "
@@ -484,22 +505,26 @@ def report(hops: dict[str, Hop], args: argparse.Namespace, load: tuple[float, fl
         f"busiest of the stack's process groups; `{OTHERS}` is everything else the machine ran "
         "meanwhile, i.e. other people's work:",
         "",
-        f"| Saturation run | {' | '.join(groups)} | busiest |",
-        "|---|" + "--:|" * len(groups) + "---|",
+        f"| Saturation run | {' | '.join(groups)} | busiest | basket CPU per request |",
+        "|---|" + "--:|" * len(groups) + "---|--:|",
     ]
     for name, h in hops.items():
         cpu = h.saturated.cpu
         cpu_rows.append(
             f"| {name} | "
             + " | ".join(f"{cpu[g] * 100:.0f}%" for g in groups)
-            + f" | {max((g for g in cpu if g != OTHERS), key=lambda g: cpu[g])} |"
+            + f" | {max((g for g in cpu if g != OTHERS), key=lambda g: cpu[g])} | "
+            + (f"{cpu['basket'] / h.saturated.rps * 1e6:.0f} µs |" if cpu["basket"] > 0.05 else "|")
         )
     parts.append("\n".join(cpu_rows))
     runs = [r for h in hops.values() for r in (h.saturated, h.opened)]
     parts.append(
         f"Load average (1 min) before the run: {load[0]:.2f}; after it: {load[1]:.2f}. "
-        f"Other processes used at most {max(r.cpu[OTHERS] for r in runs) * 100:.0f}% of a core "
-        "during any measured run."
+        f"A run during which other processes took more than {QUIET:.0%} of a core was repeated "
+        f"(up to {ATTEMPTS} times) and the least disturbed one kept; in the kept runs they took "
+        f"at most {max(r.cpu[OTHERS] for r in runs):.0%}. A fixed pure-Python loop (a gauge of "
+        f"the host's speed) took {reference[0]:.0f} ms of CPU before the run and "
+        f"{reference[1]:.0f} ms after it."
     )
     return "\n\n".join(parts)
 
@@ -547,6 +572,18 @@ def write_doc(path: Path, block: str) -> None:
 
 
 # -- main -----------------------------------------------------------------------------------------
+def reference_loop_ms() -> float:
+    """CPU time of a fixed pure-Python loop: how fast this machine runs Python right now. On a
+    shared host a slower figure means neighbours we cannot see from inside (other VMs)."""
+    best = float("inf")
+    for _ in range(3):
+        started, x = time.process_time(), 0
+        for i in range(2_000_000):
+            x += i * i
+        best = min(best, time.process_time() - started)
+    return best * 1000
+
+
 def wait_for_quiet(max_load: float) -> None:
     for _ in range(45):
         if os.getloadavg()[0] <= max_load:
@@ -576,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     wait_for_quiet(args.max_load)
-    load_before = os.getloadavg()[0]
+    load_before, reference_before = os.getloadavg()[0], reference_loop_ms()
     base = Path(tempfile.mkdtemp(prefix="eshop-bench-basket-"))
     base.chmod(0o755)  # PostgreSQL runs as `postgres` and must reach its data directory
     postgres = PostgresServer(base / "postgres", free_port(), durable=False)
@@ -606,7 +643,8 @@ def main(argv: list[str] | None = None) -> int:
         redis_server.stop()
         postgres.stop()
         shutil.rmtree(base, ignore_errors=True)
-    body = report(hops, args, (load_before, os.getloadavg()[0]))
+    load = (load_before, os.getloadavg()[0])
+    body = report(hops, args, load, (reference_before, reference_loop_ms()))
     print(f"\n{command}\n\n{machine_note()}\n\n{body}")
     if args.doc:
         write_doc(args.doc, generated_block(body, command, args))
