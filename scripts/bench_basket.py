@@ -52,11 +52,10 @@ import httpx
 import redis.asyncio as aioredis
 import uvloop
 
-from devstack.cli import install_daprd
 from devstack.postgres import PostgresServer
 from devstack.procs import free_port
 from devstack.redis import RedisServer
-from devstack.stack import DEMO_DAPR_API_TOKEN, DEMO_JWT_SECRET, REPO_ROOT, Stack
+from devstack.stack import DEMO_DAPR_API_TOKEN, DEMO_JWT_SECRET, REPO_ROOT, Stack, install_daprd
 from eshop_common.auth import mint_token
 
 GET_BUYERS = 16  # read over and over; each basket holds the same three lines
