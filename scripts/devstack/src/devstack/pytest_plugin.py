@@ -96,18 +96,18 @@ def daprd_path() -> Path:
 
 
 class StackFactory:
-    """One running stack at a time, per state store; tests are grouped by the store they use."""
+    """One running stack per state store, started on first use and kept until the session ends,
+    so a fixture that holds one stays valid whichever store another test asks for."""
 
     def __init__(self, postgres: DatabaseServer, redis_url: str, daprd: Path) -> None:
         self._postgres = postgres
         self._redis_url = redis_url
         self._daprd = daprd
-        self._current: Stack | None = None
+        self._stacks: dict[str, Stack] = {}
 
     def get(self, state_store: str = "redis") -> Stack:
-        if self._current is not None and self._current.state_store == state_store:
-            return self._current
-        self.close()
+        if state_store in self._stacks:
+            return self._stacks[state_store]
         state_dir = Path(tempfile.mkdtemp(prefix=f"eshop-stack-{state_store}-"))
         stack = Stack(
             state_dir=state_dir,
@@ -116,21 +116,24 @@ class StackFactory:
             durable=False,
             state_store=state_store,
             database_url=new_database(self._postgres, "stack"),
-            redis_url=self._redis_url,
+            # The Redis stack uses the session's Redis (tests look inside it and stop it); any
+            # other gets a private one for its pub/sub, so the two stacks' sidecars, which share
+            # app ids and so consumer groups, never take each other's events.
+            redis_url=self._redis_url if state_store == "redis" else None,
         )
         try:
             stack.start()
         except BaseException:
             stack.stop()
             raise
-        self._current = stack
+        self._stacks[state_store] = stack
         return stack
 
     def close(self) -> None:
-        if self._current is not None:
-            self._current.stop()
-            shutil.rmtree(self._current.state_dir, ignore_errors=True)
-            self._current = None
+        for stack in self._stacks.values():
+            stack.stop()
+            shutil.rmtree(stack.state_dir, ignore_errors=True)
+        self._stacks.clear()
 
 
 @pytest.fixture(scope="session")
