@@ -10,7 +10,8 @@ fills a few buyers' baskets, then measures each hop at saturation and at a fixed
 
 and `GET /api/basket` on more basket processes that share the same sidecar but talk to it with
 the other clients `DAPR_HTTP_TRANSPORT` offers (httpx on aiohttp's transport, httpx on its own),
-and, with `--baseline REV`, with the basket code of an older commit.
+and, with `--baseline REV...`, with the basket's code (and the shared eshop_common) of older
+commits.
 
 Open loop: requests start at fixed times (`--rate` per second) whatever the answers, and a
 request's latency runs from its scheduled start, so a slow answer cannot hide the queue behind it
@@ -61,7 +62,8 @@ from eshop_common.auth import mint_token
 GET_BUYERS = 16  # read over and over; each basket holds the same three lines
 POST_BUYERS = 1024  # written round-robin, so no two requests in flight share a basket
 POST_PRODUCTS = 8  # the product added cycles too, so no line nears the quantity limit
-BASKET_CODE = "services/basket/src/basket"
+# What a baseline takes from an older commit; everything else (libraries, daprd) stays current.
+BASELINE_CODE = {"services/basket/src": "basket", "services/common/src": "eshop_common"}
 # Basket processes besides the stack's own, on the same sidecar: hop name -> (process, env).
 CLIENTS = {
     "basket GET, httpx on aiohttp transport": (
@@ -231,22 +233,23 @@ class Bench:
     other_baskets: dict[str, str]  # hop name -> URL of a basket process on the same sidecar
 
 
-def export_basket_code(rev: str, target: Path) -> Path:
-    """The basket package as it was at `rev`, importable ahead of the workspace's own copy."""
+def export_code(rev: str, target: Path) -> str:
+    """The basket and eshop_common packages as they were at `rev`, as a PYTHONPATH that puts
+    them ahead of the workspace's own copies."""
+    paths = [f"{src}/{package}" for src, package in BASELINE_CODE.items()]
     archive = subprocess.run(
-        ["git", "archive", "--format=tar", rev, BASKET_CODE],
+        ["git", "archive", "--format=tar", rev, *paths],
         cwd=REPO_ROOT, check=True, capture_output=True,
     ).stdout  # fmt: skip
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(target, filter="data")
-    return target / Path(BASKET_CODE).parent
+    return os.pathsep.join(str(target / src) for src in BASELINE_CODE)
 
 
-def prepare(stack: Stack, redis_server: RedisServer, baseline: tuple[str, Path] | None) -> Bench:
+def prepare(stack: Stack, redis_server: RedisServer, baselines: dict[str, str]) -> Bench:
     others = dict(CLIENTS)
-    if baseline:
-        rev, path = baseline
-        others[f"basket GET at {rev}"] = ("basket-api-baseline", {"PYTHONPATH": str(path)})
+    for rev, pythonpath in baselines.items():
+        others[f"basket GET at {rev}"] = (f"basket-api-at-{rev}", {"PYTHONPATH": pythonpath})
     other_baskets = {
         hop: stack.start_extra_app(name, "basket-api", free_port(), env)
         for hop, (name, env) in others.items()
@@ -603,7 +606,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-load", type=float, default=1.5, help="first wait (up to 15 min) for a lower load"
     )
-    parser.add_argument("--baseline", metavar="REV", help="also measure the basket code at REV")
+    parser.add_argument(
+        "--baseline", metavar="REV", nargs="+", default=[],
+        help="also measure basket GET with the basket code of these commits",
+    )  # fmt: skip
     parser.add_argument("--only", nargs="*", help="measure only these hops (names as in the table)")
     parser.add_argument("--doc", type=Path, help="write the results into this file's `## Basket`")
     args = parser.parse_args(argv)
@@ -620,9 +626,7 @@ def main(argv: list[str] | None = None) -> int:
     stack: Stack | None = None
     try:
         print(f"starting Redis, PostgreSQL and the stack under {base} ...", flush=True)
-        baseline = None
-        if args.baseline:
-            baseline = (args.baseline, export_basket_code(args.baseline, base / "baseline"))
+        baselines = {rev: export_code(rev, base / f"at-{rev}") for rev in args.baseline}
         postgres.start()
         redis_server.start()
         stack = Stack(
@@ -634,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
             redis_url=redis_server.url,
         )
         stack.start()
-        bench = prepare(stack, redis_server, baseline)
+        bench = prepare(stack, redis_server, baselines)
         hops = uvloop.run(measure(bench, cpu_meter(stack, redis_server, postgres), args))
     finally:
         if stack is not None:
