@@ -19,7 +19,7 @@ request's latency runs from its scheduled start, so a slow answer cannot hide th
 as the previous one is answered. One load client process (aiohttp and redis-py on uvloop) drives
 everything from the same machine as the servers, sharing its cores.
 
-    uv run python scripts/bench_basket.py                  # the full run (~3 minutes)
+    uv run python scripts/bench_basket.py                  # the full run (~4 minutes)
     uv run python scripts/bench_basket.py --seconds 3      # a quick look
     uv run python scripts/bench_basket.py --baseline 5eda8f4 --doc docs/performance.md
 """
