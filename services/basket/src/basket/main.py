@@ -1,6 +1,5 @@
 """The basket service: FastAPI app, lifespan and readiness."""
 
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TypedDict
@@ -11,7 +10,7 @@ from basket import api
 from basket.config import Settings
 from basket.service import BasketService
 from basket.state import DaprSidecar, make_http_client
-from eshop_common.app import create_app
+from eshop_common.app import create_app, freeze_startup_objects
 from eshop_common.problems import ServiceUnavailable
 
 settings = Settings()
@@ -28,11 +27,7 @@ async def lifespan(_: FastAPI) -> AsyncIterator[State]:
         sidecar = DaprSidecar(
             http, settings.state_store_name, settings.catalog_app_id, settings.pubsub_name
         )
-        # What exists by now (modules, routes, models) lives as long as the process. Frozen,
-        # it is left out of full garbage collections, which then pause the event loop for
-        # ~0.5 ms instead of ~40 ms; under load they come about once a second.
-        gc.collect()
-        gc.freeze()
+        freeze_startup_objects()
         yield {"sidecar": sidecar, "baskets": BasketService(sidecar, settings)}
 
 

@@ -17,7 +17,7 @@ from catalog.config import Settings
 from catalog.outbox import OutboxRelay
 from catalog.pictures import PictureStore
 from catalog.publisher import Publisher
-from eshop_common.app import create_app
+from eshop_common.app import create_app, freeze_startup_objects
 
 APP_ID = "catalog-api"
 
@@ -43,6 +43,7 @@ def create_catalog_app(settings: Settings | None = None) -> FastAPI:
         relay = OutboxRelay(factory, publisher, settings.outbox_poll_seconds)
         if settings.outbox_relay_enabled:
             relay.start()
+        freeze_startup_objects()
         try:
             yield {
                 "engine": engine,

@@ -1,5 +1,6 @@
 """One way to build a service's FastAPI app: problem handlers, identity, health, logging."""
 
+import gc
 import logging
 from typing import Any
 
@@ -18,6 +19,15 @@ def configure_logging(level: str) -> None:
     )
     # One line per sidecar call drowns the service's own messages.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def freeze_startup_objects() -> None:
+    """Call at the end of a lifespan's start-up. What exists by then (modules, routes, models)
+    lives as long as the process; frozen, it is left out of full garbage collections, which then
+    pause the event loop for well under a millisecond instead of ~40 ms. Under load they come
+    about once a second, so without this they set the p99."""
+    gc.collect()
+    gc.freeze()
 
 
 def create_app(
