@@ -73,6 +73,7 @@ class Stack:
     postgres: PostgresServer | None = field(default=None, init=False)
     redis: RedisServer | None = field(default=None, init=False)
     procs: dict[str, Proc] = field(default_factory=dict, init=False)
+    _resources: Path | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         if self.state_store not in STATE_STORES:
@@ -148,18 +149,23 @@ class Stack:
         }
 
     def resources_path(self) -> Path:
+        """The sidecars' resources directory: components/ itself for the Redis store; for
+        another store, a copy with that store's statestore file in place of the Redis one, made
+        once per Stack: sidecars watch the directory, so it must not be replaced under them."""
         components = REPO_ROOT / "components"
         if self.state_store == "redis":
             return components
-        # Same components, with the PostgreSQL statestore file in place of the Redis one.
-        target = self.state_dir / f"resources-{self.state_store}"
-        shutil.rmtree(target, ignore_errors=True)
-        target.mkdir(parents=True)
-        for path in components.glob("*.yaml"):
-            if path.name != "statestore.yaml":
-                shutil.copy(path, target / path.name)
-        shutil.copy(components / self.state_store / "statestore.yaml", target / "statestore.yaml")
-        return target
+        if self._resources is None:
+            target = self.state_dir / f"resources-{self.state_store}"
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir(parents=True)
+            for path in components.glob("*.yaml"):
+                if path.name != "statestore.yaml":
+                    shutil.copy(path, target / path.name)
+            store_file = components / self.state_store / "statestore.yaml"
+            shutil.copy(store_file, target / "statestore.yaml")
+            self._resources = target
+        return self._resources
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> Proc:
         log_path = self.state_dir / "logs" / f"{name}.log"
