@@ -225,3 +225,13 @@ def test_no_buyer_id_ever_appears_in_a_url(basket_url):
     paths = httpx.get(f"{basket_url}/openapi.json").json()["paths"]
     assert set(paths) >= {"/api/basket", "/api/basket/items", "/api/basket/items/{productId}"}
     assert not [p for p in paths if "buyer" in p.lower() or "user" in p.lower()]
+
+
+@pytest.mark.parametrize("suffix", ["?x=1", "#frag", "/../{victim}", "||x", ":price"])
+def test_a_token_subject_that_would_address_another_key_is_refused(as_user, products, suffix):
+    victim = buyer()
+    as_user(victim).post("/api/basket/items", json={"productId": products[0]["id"]})
+    attacker = as_user(f"{victim}{suffix}".replace("{victim}", victim))
+    resp = attacker.get("/api/basket")
+    assert_problem(resp, 400)
+    assert victim not in resp.text
