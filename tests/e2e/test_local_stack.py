@@ -37,15 +37,19 @@ def run_stack(state_dir: Path, daprd_path: Path) -> tuple[subprocess.Popen[str],
         start_new_session=True,  # a terminal's Ctrl-C reaches the whole foreground group
     )
     urls: dict[str, str] = {}
+    seen: list[str] = []
     deadline = time.monotonic() + 180
     assert proc.stdout is not None
     for line in proc.stdout:
+        seen.append(line)
         if match := URL_LINE.match(line.rstrip("\n")):
             urls[match["app"]] = match["url"]
             urls[f"{match['app']}-dapr"] = match["dapr"]
         if "export TOKEN=" in line or time.monotonic() > deadline:
             break
-    assert {"catalog-api", "basket-api"} <= set(urls), "the stack never said it was ready"
+    assert {"catalog-api", "basket-api"} <= set(urls), (
+        "the stack never said it was ready:\n" + "".join(seen[-40:])
+    )
     return proc, urls
 
 

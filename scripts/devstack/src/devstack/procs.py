@@ -6,6 +6,7 @@ import ctypes
 import ctypes.util
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -27,10 +28,38 @@ def die_with_parent() -> None:
 PR_SET_PDEATHSIG = 1
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free port below the kernel's ephemeral range.
+
+    A port the kernel picks for `bind(0)` comes from the ephemeral range, where any outgoing
+    connection may take it again before the server that was meant to get it binds it (a busy
+    test run makes thousands). Below the range only our own servers bind, and this process
+    never hands the same port out twice."""
+    low, _ = _ephemeral_range()
+    rng = random.SystemRandom()
+    for _ in range(1000):
+        port = rng.randrange(20000, low)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free port found below the ephemeral range")
 
 
 def port_is_open(port: int, host: str = "127.0.0.1") -> bool:
