@@ -1,11 +1,9 @@
 """Basket routes. The basket is always the caller's own: the buyer id comes from the token."""
 
-import logging
 import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Request, Response, status
-from pydantic import ValidationError
 
 from basket.schemas import (
     BasketItemAdd,
@@ -20,10 +18,8 @@ from basket.schemas import (
 from basket.service import BasketService
 from basket.state import StateStoreUnavailable
 from eshop_common.auth import CurrentUser, FromSidecar
-from eshop_common.events import DROP, RETRY, SUCCESS, CloudEvent, EventAck
+from eshop_common.events import DROP, RETRY, SUCCESS, EventAck, parse_event
 from eshop_common.problems import BadRequest
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/basket", tags=["basket"])
 events_router = APIRouter(prefix="/events", tags=["events"], dependencies=[FromSidecar])
@@ -135,14 +131,11 @@ async def checkout_basket(
 @events_router.post("/product-price-changed")
 async def on_product_price_changed(baskets: Baskets, payload: Annotated[Any, Body()]) -> EventAck:
     """Remember a product's new price; called by the sidecar for each ProductPriceChanged."""
-    try:
-        event = CloudEvent.model_validate(payload)
-        change = ProductPriceChanged.model_validate(event.data)
-    except ValidationError as exc:
-        log.warning("dropping a malformed price event: %s", exc.errors()[:3])
+    if (parsed := parse_event(payload, ProductPriceChanged)) is None:
         return DROP
+    event_id, change = parsed
     try:
-        await baskets.apply_price_change(event.id, change)
+        await baskets.apply_price_change(event_id, change)
     except StateStoreUnavailable:
         return RETRY
     return SUCCESS

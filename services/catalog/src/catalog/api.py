@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response, status
-from pydantic import AfterValidator, BeforeValidator, ValidationError
+from pydantic import AfterValidator, BeforeValidator
 from sqlalchemy.orm import Session
 
 from catalog import repository, service
@@ -30,7 +30,7 @@ from catalog.schemas import (
     storable_text,
 )
 from eshop_common.auth import AdminUser, FromSidecar
-from eshop_common.events import DROP, RETRY, SUCCESS, CloudEvent, EventAck
+from eshop_common.events import DROP, RETRY, SUCCESS, EventAck, parse_event
 
 log = logging.getLogger(__name__)
 
@@ -206,14 +206,11 @@ events_router = APIRouter(prefix="/events", tags=["events"], dependencies=[FromS
 @events_router.post("/user-checkout-accepted")
 def on_user_checkout_accepted(request: Request, payload: Annotated[Any, Body()]) -> EventAck:
     """Reserve stock for a checkout; called by the sidecar for each UserCheckoutAccepted."""
-    try:
-        event = CloudEvent.model_validate(payload)
-        checkout = UserCheckoutAccepted.model_validate(event.data)
-    except ValidationError as exc:
-        log.warning("dropping a malformed checkout event: %s", exc.errors()[:3])
+    if (parsed := parse_event(payload, UserCheckoutAccepted)) is None:
         return DROP
+    event_id, checkout = parsed
     try:
-        outcome = service.reserve_stock(request.state.sessionmaker, event.id, checkout)
+        outcome = service.reserve_stock(request.state.sessionmaker, event_id, checkout)
     except DatabaseUnavailable:
         return RETRY
     log.info("checkout %s: stock %s", checkout.request_id, outcome)

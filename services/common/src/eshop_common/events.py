@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+log = logging.getLogger(__name__)
 
 
 class EventStatus(StrEnum):
@@ -33,3 +36,17 @@ class CloudEvent(BaseModel):
 SUCCESS = EventAck(status=EventStatus.SUCCESS)
 RETRY = EventAck(status=EventStatus.RETRY)
 DROP = EventAck(status=EventStatus.DROP)
+
+
+Data = TypeVar("Data", bound=BaseModel)
+
+
+def parse_event(payload: Any, data_model: type[Data]) -> tuple[str, Data] | None:
+    """The event's id and its data as `data_model`; None (logged) when the envelope or the data
+    is malformed, which no redelivery can fix: the handler answers DROP."""
+    try:
+        event = CloudEvent.model_validate(payload)
+        return event.id, data_model.model_validate(event.data)
+    except ValidationError as exc:
+        log.warning("dropping a malformed %s event: %s", data_model.__name__, exc.errors()[:3])
+        return None
