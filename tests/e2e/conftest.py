@@ -49,8 +49,7 @@ def _compose_restarter(basket_url: str) -> Callable[[], None]:
 
     def restart() -> None:
         engine = docker.from_env()
-        # The app first: the sidecar joins the app container's network namespace, which a
-        # restart of the app replaces.
+        # Both join the network namespace of basket-api-pod, which neither restart replaces.
         for service in ("basket-api", "basket-api-dapr"):
             for container in engine.containers.list(
                 filters={"label": f"com.docker.compose.service={service}"}
