@@ -7,19 +7,20 @@ import os
 import re
 import subprocess
 import uuid
+from dataclasses import astuple
 from pathlib import Path
 
 import pytest
 import yaml
 
 from devstack.docs import Command, commands, includes, output_matches
-from devstack.runfile import load_run_file
+from devstack.runfile import load_run_file, load_store_ports
 from devstack.stack import DEMO_DAPR_API_TOKEN, DEMO_JWT_SECRET, REPO_ROOT, RUN_FILE, Stack
 from eshop_common.auth import mint_token
 
 DOCS = [*sorted((REPO_ROOT / "docs").glob("*.md")), REPO_ROOT / "README.md"]
 DOCS_WITH_COMMANDS = [doc for doc in DOCS if commands(doc)]
-FIXED_PG_PORT, FIXED_REDIS_PORT = 5433, 6380
+FIXED_PG_PORT, FIXED_REDIS_PORT = astuple(load_store_ports(RUN_FILE))
 LOCAL_DATABASE = f"postgresql://postgres@localhost:{FIXED_PG_PORT}/postgres"
 MARK = "@@docs-command-{}@@"
 

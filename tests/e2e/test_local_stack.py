@@ -9,13 +9,14 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from devstack.procs import port_is_open
+from devstack.procs import port_is_open, wait_until
 from devstack.stack import DEMO_JWT_SECRET, REPO_ROOT
 from devstack.testkit import unique_user
 from eshop_common.auth import mint_token
@@ -94,5 +95,52 @@ def test_the_run_command_stops_cleanly_on_ctrl_c_and_a_second_run_keeps_the_bask
         finally:
             assert ctrl_c(proc) == 0
         assert after == before
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def process_with_args(*args: str) -> int:
+    """The pid of the one process whose command line holds `args` in a row."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if any(argv[i : i + len(args)] == list(args) for i in range(len(argv))):
+            found.append(int(cmdline.parent.name))
+    assert len(found) == 1, f"{args}: {found}"
+    return found[0]
+
+
+def test_a_sidecar_that_crashes_under_the_run_command_is_started_again(daprd_path):
+    # As compose's `restart: unless-stopped` does for the containers (tests/compose_stack).
+    state_dir = Path(tempfile.mkdtemp(prefix="eshop-run-"))
+    headers = {"Authorization": f"Bearer {mint_token(DEMO_JWT_SECRET, unique_user())}"}
+    try:
+        proc, urls = run_stack(state_dir, daprd_path)
+        output: list[str] = []
+        assert proc.stdout is not None
+        drain = threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
+        drain.start()
+        try:
+            port = urls["basket-api-dapr"].rsplit(":", 1)[1]
+            os.kill(process_with_args("--dapr-http-port", port), signal.SIGKILL)
+
+            def basket_answers() -> bool:
+                url = f"{urls['basket-api']}/api/basket"
+                try:
+                    return httpx.get(url, headers=headers, timeout=2).status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            wait_until(basket_answers, timeout=60, what="the basket through a new sidecar")
+            assert proc.poll() is None, "the run ended when the sidecar crashed"
+            assert any("basket-api-dapr (exit code -9) exited; started it again" in line
+                       for line in output)  # fmt: skip
+        finally:
+            os.killpg(proc.pid, signal.SIGINT)
+            assert proc.wait(timeout=90) == 0
+        assert leftover_processes(state_dir) == []
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)

@@ -8,7 +8,14 @@ import sys
 import threading
 from pathlib import Path
 
-from devstack.stack import DEMO_JWT_SECRET, REPO_ROOT, STATE_STORES, Stack, install_daprd
+from devstack.stack import (
+    DEMO_DAPR_API_TOKEN,
+    DEMO_JWT_SECRET,
+    REPO_ROOT,
+    STATE_STORES,
+    Stack,
+    install_daprd,
+)
 
 # The app a person opens in a browser; the others are APIs.
 STOREFRONT = "webshop"
@@ -36,9 +43,15 @@ def up(args: argparse.Namespace) -> int:
             if app_id != STOREFRONT:
                 print(f"  {app_id:<12} {stack.url(app_id)}/docs   sidecar {stack.dapr_url(app_id)}")
         print(f"\nA token for alice:\n  export TOKEN={mint_token(DEMO_JWT_SECRET, 'alice')}")
-        print(f'  curl -H "Authorization: Bearer $TOKEN" {stack.url("basket-api")}/api/basket\n')
+        print(f'  curl -H "Authorization: Bearer $TOKEN" {stack.url("basket-api")}/api/basket')
+        print("\nThe sidecars require their API token; alice's basket, straight from the store:")
+        print(f"  export DAPR_API_TOKEN={DEMO_DAPR_API_TOKEN}")
+        print(f'  curl -H "dapr-api-token: $DAPR_API_TOKEN" '
+              f"{stack.dapr_url('basket-api')}/v1.0/state/statestore/alice\n")  # fmt: skip
+        # Like compose's `restart: unless-stopped`: a crashed app or sidecar is started again.
         while not stopping.wait(1):
-            stack.check_alive()
+            for name in stack.restart_exited():
+                print(f"\n{name} exited; started it again", flush=True)
     except RuntimeError as exc:
         print(f"\nthe stack failed: {exc}", file=sys.stderr, flush=True)
         return 1

@@ -47,6 +47,22 @@ class AppSpec:
         ]  # fmt: skip
 
 
+@dataclass(frozen=True)
+class StorePorts:
+    """Where `make run` starts its private PostgreSQL and Redis (dapr.yaml's `x-devstack`)."""
+
+    postgres: int
+    redis: int
+
+
+def load_store_ports(path: Path) -> StorePorts:
+    """The `x-devstack` block of the run file: a key the run-file format does not define, kept
+    there so that every port of the local stack is set in one file."""
+    doc: dict[str, Any] = yaml.safe_load(path.read_text())
+    ports = doc.get("x-devstack", {})
+    return StorePorts(int(ports.get("postgresPort", 5433)), int(ports.get("redisPort", 6380)))
+
+
 def load_run_file(path: Path) -> dict[str, AppSpec]:
     doc: dict[str, Any] = yaml.safe_load(path.read_text())
     base = path.parent

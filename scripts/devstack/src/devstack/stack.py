@@ -17,7 +17,7 @@ import httpx
 from devstack.postgres import PostgresServer
 from devstack.procs import die_with_parent, free_port, wait_until
 from devstack.redis import RedisServer
-from devstack.runfile import AppSpec, load_run_file
+from devstack.runfile import AppSpec, load_run_file, load_store_ports
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
 RUN_FILE = REPO_ROOT / "dapr.yaml"
@@ -90,7 +90,7 @@ class Stack:
     def start_infra(self) -> None:
         if self.database_url is None:
             pg_dir = self.state_dir / "postgres"
-            pg_port = free_port() if self.free_ports else 5433
+            pg_port = free_port() if self.free_ports else load_store_ports(RUN_FILE).postgres
             self.postgres = PostgresServer(pg_dir, pg_port, durable=self.durable)
             if not self.postgres.is_running():
                 self.state_dir.chmod(0o755)
@@ -98,7 +98,8 @@ class Stack:
             self.database_url = self.postgres.url("postgres")
         if self.redis_url is None:
             self.redis = RedisServer(
-                self.state_dir / "redis", free_port() if self.free_ports else 6380
+                self.state_dir / "redis",
+                free_port() if self.free_ports else load_store_ports(RUN_FILE).redis,
             )
             self.redis.start()
             self.redis_url = self.redis.url
@@ -205,6 +206,23 @@ class Stack:
     def stop_process(self, name: str) -> None:
         if proc := self.procs.pop(name, None):
             proc.stop()
+
+    def restart_exited(self) -> list[str]:
+        """Start again every app or sidecar of dapr.yaml whose process has exited, as compose's
+        `restart: unless-stopped` does; return their names. A stopped process (`stop_process`)
+        is not restarted. Other processes that exited raise, as in `check_alive`."""
+        restarted = []
+        for name, proc in list(self.procs.items()):
+            if proc.popen.poll() is None:
+                continue
+            if name.endswith("-dapr") and name.removesuffix("-dapr") in self.apps:
+                self.start_sidecar(name.removesuffix("-dapr"))
+            elif name in self.apps:
+                self.start_app(name)
+            else:
+                self.check_alive()
+            restarted.append(f"{name} (exit code {proc.popen.returncode})")
+        return restarted
 
     def check_alive(self) -> None:
         """Raise if any process of the stack has exited."""
