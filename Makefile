@@ -1,20 +1,23 @@
-# Every command a person needs. `make help` lists them.
+# Every command a person needs. `make help` lists them. `make run` and `make test` install what is
+# missing first (Debian packages, uv, the pinned daprd); with everything present that takes a second.
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
+# pip installs uv here when it is missing and Python's own bin directory is not writable.
+export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: help prerequisites sync daprd run test lint format compose-check docs token admin-token
+.PHONY: help prerequisites sync daprd run test lint format compose-check compose-test docs token admin-token
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
-prerequisites: ## install PostgreSQL, Redis, docker-compose, Chromium (Debian) and uv (PyPI)
-	scripts/install-prerequisites
+prerequisites: ## install what is missing: PostgreSQL, Redis, docker-compose, Chromium (Debian), uv (PyPI)
+	@scripts/install-prerequisites
 
-sync: ## install the Python dependencies from uv.lock
-	uv sync --locked
+sync: prerequisites ## install the Python dependencies from uv.lock
+	@uv sync --locked --quiet
 
 daprd: ## build or reuse the pinned daprd (first build takes minutes)
-	scripts/install-daprd
+	@scripts/install-daprd >/dev/null
 
 run: sync daprd ## run the whole stack locally from dapr.yaml until Ctrl-C
 	uv run --no-sync devstack up
@@ -22,12 +25,15 @@ run: sync daprd ## run the whole stack locally from dapr.yaml until Ctrl-C
 test: sync daprd ## run every test against real PostgreSQL, Redis and daprd
 	uv run --no-sync pytest
 
+compose-test: sync daprd ## the compose demo for real: build, up --wait, e2e + browser tests, down -v
+	scripts/compose-test
+
 lint: ## ruff lint + format check, mypy
 	uv run --no-sync ruff check .
 	uv run --no-sync ruff format --check .
 	uv run --no-sync mypy services/common/src services/catalog/src services/basket/src services/web/src scripts/devstack/src
 
-compose-check: ## static checks of docker-compose.yml and the Dockerfiles (no Docker needed)
+compose-check: ## static checks of docker-compose.yml and the Dockerfile (no Docker needed)
 	uv run --no-sync pytest tests/compose -q
 
 format: ## apply ruff's fixes and formatting

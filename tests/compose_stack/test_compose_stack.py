@@ -1,0 +1,135 @@
+"""The container demo, run for real by `make compose-test` after the e2e and browser suites:
+its logs, restarts and crashes, the README's compose commands, and volumes that outlive `down`.
+The tests run in file order: the last one takes the stack down and up again."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+
+from devstack.stack import REPO_ROOT
+from devstack.testkit import unique_user
+
+from .conftest import ComposeStack, compose, container, crash, wait_until
+
+APPS = ("catalog-api", "basket-api", "webshop")
+# daprd logs `level=error`; a Python service's unhandled error shows as a traceback.
+ERROR_LINE = re.compile(r"level=error|Traceback \(most recent call last\)")
+
+
+def test_every_service_is_up_and_each_app_healthy(compose_stack: ComposeStack) -> None:
+    for app in APPS:
+        assert container(app).health == "healthy", app
+        assert container(f"{app}-dapr").status == "running"
+        assert container(f"{app}-pod").status == "running"
+    assert container("catalog-db-init").status == "exited"
+
+
+def test_a_healthy_demo_logs_no_errors(compose_stack: ComposeStack) -> None:
+    # The e2e and browser suites have run against the stack for minutes by now, longer than the
+    # 60 s after which a sidecar with an actor state store and no actors used to log an error.
+    logs = compose("logs", "--no-color", "--no-log-prefix", *APPS, *(f"{a}-dapr" for a in APPS))
+    errors = [line for line in logs.splitlines() if ERROR_LINE.search(line)]
+    assert errors == []
+
+
+def test_restarting_redis_keeps_every_acknowledged_basket_write(
+    compose_stack: ComposeStack,
+) -> None:
+    buyers = [unique_user("redis-restart") for _ in range(20)]
+    for quantity, buyer in enumerate(buyers, start=1):
+        with compose_stack.client(buyer) as api:
+            resp = api.post("/api/basket/items", json={"productId": 1, "quantity": quantity})
+            assert resp.status_code in (200, 201), resp.text
+    compose("restart", "redis")
+    wait_until(compose_stack.basket_answers, "the basket answering after the Redis restart")
+    for quantity, buyer in enumerate(buyers, start=1):
+        with compose_stack.client(buyer) as api:
+            items = api.get("/api/basket").json()["items"]
+            assert [(i["productId"], i["quantity"]) for i in items] == [(1, quantity)], buyer
+
+
+def test_a_crashed_basket_app_comes_back_beside_the_sidecar_it_had(
+    compose_stack: ComposeStack,
+) -> None:
+    buyer = unique_user("app-crash")
+    with compose_stack.client(buyer) as api:
+        assert api.post("/api/basket/items", json={"productId": 2, "quantity": 3}).status_code < 300
+    sidecar = container("basket-api-dapr")
+    before = crash("basket-api")
+    took = wait_until(lambda: container("basket-api").restart_count > before.restart_count,
+                      "the restart policy restarting the basket app")  # fmt: skip
+    took += wait_until(
+        compose_stack.basket_answers, "the restarted basket app reaching its sidecar"
+    )
+    print(f"basket app crash: answering again after {took:.1f}s")
+    with compose_stack.client(buyer) as api:
+        assert api.get("/api/basket").json()["items"][0]["quantity"] == 3
+    # The sidecar was never touched: the namespace they share outlived the app's crash.
+    assert container("basket-api-dapr").started_at == sidecar.started_at
+
+
+def test_a_crashed_sidecar_is_restarted_by_its_policy_and_the_basket_answers_again(
+    compose_stack: ComposeStack,
+) -> None:
+    buyer = unique_user("sidecar-crash")
+    with compose_stack.client(buyer) as api:
+        assert api.post("/api/basket/items", json={"productId": 3, "quantity": 2}).status_code < 300
+    app = container("basket-api")
+    before = crash("basket-api-dapr")
+    took = wait_until(lambda: container("basket-api-dapr").restart_count > before.restart_count,
+                      "the restart policy restarting the basket's sidecar")  # fmt: skip
+
+    def basket_read() -> bool:
+        with compose_stack.client(buyer) as api:
+            return api.get("/api/basket").status_code == 200
+
+    took += wait_until(basket_read, "a basket read through the restarted sidecar")
+    print(f"basket sidecar crash: answering again after {took:.1f}s")
+    assert container("basket-api").started_at == app.started_at
+
+
+def readme_compose_commands() -> list[str]:
+    """The `sh` blocks of the README's "With Docker" section, line by line."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("## With Docker", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```sh\n(.*?)```", section, re.S)
+    return [line for block in blocks for line in block.splitlines() if line.strip()]
+
+
+def test_the_readmes_compose_commands_work_as_written(compose_stack: ComposeStack) -> None:
+    commands = readme_compose_commands()
+    assert any(c.startswith("docker compose up") for c in commands)
+    assert any("--profile debug" in c for c in commands)
+    script = "set -euo pipefail\n" + "\n".join(commands)
+    result = subprocess.run(["bash", "-x", "-c", script], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    # What the README says each command shows.
+    assert '"items"' in result.stdout  # the catalog page
+    assert '"productId":1' in result.stdout.replace(" ", "")  # alice's basket
+    assert "basket-api||alice" in result.stdout or "data" in result.stdout  # Redis, debug port
+    assert "count" in result.stdout  # PostgreSQL, debug port
+
+
+def test_down_then_up_keeps_catalog_edits_and_baskets(compose_stack: ComposeStack) -> None:
+    compose("up", "--wait")
+    buyer = unique_user("volumes")
+    with compose_stack.client("volumes-admin", admin=True, service="catalog") as admin:
+        item = admin.get("/api/catalog/items/5").json()
+        writable = ("name", "price", "pictureFileName", "catalogBrandId", "catalogTypeId",
+                    "availableStock", "restockThreshold", "maxStockThreshold")  # fmt: skip
+        edited = {key: item[key] for key in writable} | {"description": f"edited {buyer}"}
+        assert admin.put("/api/catalog/items/5", json=edited).status_code in (200, 204)
+    with compose_stack.client(buyer) as api:
+        assert api.post("/api/basket/items", json={"productId": 5, "quantity": 4}).status_code < 300
+    compose("down")
+    started = time.monotonic()
+    compose("up", "--wait")
+    print(f"down, then up --wait: healthy after {time.monotonic() - started:.1f}s")
+    with compose_stack.client("volumes-admin", admin=True, service="catalog") as admin:
+        assert admin.get("/api/catalog/items/5").json()["description"] == f"edited {buyer}"
+    with compose_stack.client(buyer) as api:
+        items = api.get("/api/basket").json()["items"]
+        assert [(i["productId"], i["quantity"]) for i in items] == [(5, 4)]
