@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import TypedDict
 
 from fastapi import FastAPI, Request
@@ -40,7 +41,12 @@ def create_catalog_app(settings: Settings | None = None) -> FastAPI:
         engine = repository.make_engine(settings)
         factory = repository.make_sessionmaker(engine)
         publisher = Publisher(settings)
-        relay = OutboxRelay(factory, publisher, settings.outbox_poll_seconds)
+        relay = OutboxRelay(
+            factory,
+            publisher,
+            settings.outbox_poll_seconds,
+            timedelta(seconds=settings.event_retention_seconds),
+        )
         if settings.outbox_relay_enabled:
             relay.start()
         freeze_startup_objects()
