@@ -13,7 +13,7 @@ import signal
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from itertools import cycle
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ import redis
 
 from devstack.pytest_plugin import DatabaseServer, new_database
 from devstack.stack import DEMO_JWT_SECRET, Stack
-from devstack.testkit import quantities, unique_user
+from devstack.testkit import eventually, quantities, unique_user
 from eshop_common.auth import mint_token
 
 BASKETS = ("basket-api", "basket-api-2")
@@ -71,16 +71,6 @@ def new_product(stack: Stack, *, price: float = 20.0, stock: int = 100) -> dict[
         )  # fmt: skip
     assert resp.status_code == 201, resp.text
     return resp.json()
-
-
-def eventually(check: Callable[[], Any], timeout: float = 30, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            assert result, f"not within {timeout}s: {what}"
-            return result
-        time.sleep(0.2)
 
 
 def basket_of(stack: Stack, user: str, replica: str = "basket-api") -> dict[str, Any]:
@@ -142,7 +132,7 @@ def test_price_changes_reach_every_basket_once_and_in_order_with_two_outbox_rela
             # oldUnitPrice is the price the buyer added the item at.
             return bool(line["unitPrice"] == 16.0 and line.get("oldUnitPrice") == 10.0)
 
-        eventually(settled, what=f"the last price in {buyer}'s basket")
+        eventually(settled, timeout=30, what=f"the last price in {buyer}'s basket")
     # Both relays ran; each change left the outbox once, in the order it was made.
     assert scaled.redis_url is not None
     stream = redis.Redis.from_url(scaled.redis_url, decode_responses=True)
@@ -174,7 +164,7 @@ def test_a_checkout_retried_against_the_other_replica_is_reserved_once(scaled: S
         url = f"{scaled.url('catalog-api-2')}/api/catalog/items/{item['id']}"
         return int(httpx.get(url).json()["availableStock"])
 
-    eventually(lambda: stock() == 7, what="the reservation")
+    eventually(lambda: stock() == 7, timeout=30, what="the reservation")
     time.sleep(2)  # a second reservation, if there were one, would land by now
     assert stock() == 7
 
