@@ -359,11 +359,22 @@ def test_the_daprd_image_tag_is_the_dapr_version_pinned_in_versions_env() -> Non
 def test_each_app_and_its_sidecar_share_a_namespace_that_neither_of_them_owns(app_id: str) -> None:
     # An app or sidecar that owned the namespace would take it along when it crashed, and its
     # restarted self would come back in a new one, unreachable by the other (a stranded sidecar).
+    # Sharing the pod's process namespace too, they end with it and are restarted into its new
+    # namespaces, instead of living on in the old network namespace, cut off from the ports.
     pod = services()[f"{app_id}-pod"]
-    assert services()[app_id]["network_mode"] == f"service:{app_id}-pod"
-    assert services()[f"{app_id}-dapr"]["network_mode"] == f"service:{app_id}-pod"
+    for name in (app_id, f"{app_id}-dapr"):
+        assert services()[name]["network_mode"] == f"service:{app_id}-pod", name
+        assert services()[name]["pid"] == f"service:{app_id}-pod", name
+        assert services()[name]["restart"] == "unless-stopped", name
     assert pod["command"] == ["sleep", "infinity"]
+    assert pod["init"] is True
     assert pod["restart"] == "unless-stopped"
+
+
+@pytest.mark.parametrize("app_id", list(APPS))
+def test_starting_an_app_alone_starts_its_sidecar_so_it_can_become_healthy(app_id: str) -> None:
+    depends_on = services()[app_id]["depends_on"]
+    assert depends_on[f"{app_id}-dapr"]["condition"] == "service_started"
 
 
 @pytest.mark.parametrize("app_id", list(APPS))
@@ -436,9 +447,9 @@ def test_every_dependency_waits_for_a_condition_its_target_can_report() -> None:
             elif condition == "service_completed_successfully":
                 assert services()[target].get("restart") == "no", f"{target} is not a one-shot"
             elif condition == "service_started":
-                # Only a sidecar waits for its app merely to start: the app's health includes
-                # the sidecar's, so waiting for it to be healthy would never end.
-                assert name == f"{target}-dapr", f"{name} waits only for {target} to start"
+                # Only an app waits for its sidecar merely to start: the app's health includes
+                # the sidecar's, which has no healthcheck of its own (distroless image).
+                assert target == f"{name}-dapr", f"{name} waits only for {target} to start"
                 assert service["network_mode"] == services()[target]["network_mode"]
             else:
                 pytest.fail(f"{name} depends on {target} without a condition")
