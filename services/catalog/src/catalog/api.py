@@ -31,6 +31,7 @@ from catalog.schemas import (
 )
 from eshop_common.auth import AdminUser, FromSidecar
 from eshop_common.events import DROP, RETRY, SUCCESS, EventAck, parse_event
+from eshop_common.problems import problem_responses
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ IdList = Annotated[
 router = APIRouter(prefix="/api/catalog", tags=["catalog"])
 
 
-@router.get("/items")
+@router.get("/items", responses=problem_responses(422, 503))
 def read_items(
     session: SessionDep,
     page_index: Annotated[int, Query(alias="pageIndex", ge=0, le=PAGE_INDEX_MAX)] = 0,
@@ -105,13 +106,13 @@ def read_items(
     )
 
 
-@router.get("/items/by-ids")
+@router.get("/items/by-ids", responses=problem_responses(422, 503))
 def read_items_by_ids(session: SessionDep, ids: IdList) -> list[ItemPublic]:
     """The items with the given ids, in the order asked for; unknown ids are left out."""
     return [ItemPublic.from_model(item) for item in service.get_items(session, ids)]
 
 
-@router.get("/items/{item_id}")
+@router.get("/items/{item_id}", responses=problem_responses(404, 422, 503))
 def read_item(session: SessionDep, item_id: ItemId) -> ItemPublic:
     """One catalog item."""
     return ItemPublic.from_model(service.get_item(session, item_id))
@@ -132,6 +133,7 @@ def _not_modified(
     responses={
         200: {"content": {"image/svg+xml": {}, "image/png": {}, "image/jpeg": {}}},
         304: {"description": "The client's copy is current"},
+        **problem_responses(404, 422, 503),
     },
 )
 def read_item_picture(
@@ -156,19 +158,23 @@ def read_item_picture(
     return Response(picture.content, media_type=picture.content_type, headers=headers)
 
 
-@router.get("/brands")
+@router.get("/brands", responses=problem_responses(503))
 def read_brands(session: SessionDep) -> list[BrandPublic]:
     """Every brand, by name."""
     return [BrandPublic.from_model(brand) for brand in service.list_brands(session)]
 
 
-@router.get("/types")
+@router.get("/types", responses=problem_responses(503))
 def read_types(session: SessionDep) -> list[TypePublic]:
     """Every item type, by name."""
     return [TypePublic.from_model(type_) for type_ in service.list_types(session)]
 
 
-@router.post("/items", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/items",
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_responses(400, 401, 403, 409, 422, 503),
+)
 def create_item(
     _admin: AdminUser,
     session: SessionDep,
@@ -182,7 +188,7 @@ def create_item(
     return ItemPublic.from_model(item)
 
 
-@router.put("/items/{item_id}")
+@router.put("/items/{item_id}", responses=problem_responses(400, 401, 403, 404, 409, 422, 503))
 def update_item(
     _admin: AdminUser,
     session: SessionDep,
@@ -194,13 +200,22 @@ def update_item(
     return ItemPublic.from_model(service.update_item(session, pictures, item_id, data))
 
 
-@router.delete("/items/{item_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/items/{item_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(401, 403, 404, 422, 503),
+)
 def delete_item(_admin: AdminUser, session: SessionDep, item_id: ItemId) -> None:
     """Remove an item from the catalog (admin only)."""
     service.delete_item(session, item_id)
 
 
-events_router = APIRouter(prefix="/events", tags=["events"], dependencies=[FromSidecar])
+events_router = APIRouter(
+    prefix="/events",
+    tags=["events"],
+    dependencies=[FromSidecar],
+    responses=problem_responses(400, 401, 422),
+)
 
 
 @events_router.post("/user-checkout-accepted")
