@@ -2,6 +2,7 @@
 
 import gc
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -46,3 +47,16 @@ def create_app(
     install_problem_handlers(app)
     app.include_router(health.router)
     return app
+
+
+def extend_openapi(app: FastAPI, change: Callable[[dict[str, Any]], None]) -> None:
+    """Let `change` add what only the running service knows to its OpenAPI document, once."""
+    make = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            change(make())  # `make` caches the document in app.openapi_schema
+        assert app.openapi_schema is not None
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
