@@ -66,6 +66,7 @@ IdempotencyKey = Annotated[
     Header(
         alias="Idempotency-Key",
         description="Repeat a checkout with the same key and it is accepted only once.",
+        json_schema_extra={"pattern": IDEMPOTENCY_KEY.pattern},  # checked below: 400
     ),
 ]
 
