@@ -124,10 +124,16 @@ def remember_created_items(_context: schemathesis.HookContext, case: Any, respon
 
 # What a schema cannot say: whether a valid write fits the basket's current state (checking out
 # an empty basket, going past 99 of a product or the configured number of lines, an If-Match the
-# basket is no longer at: RFC 9110 §13.1.1, 412), and that a product appears once in a list
-# (JSON Schema's uniqueItems compares whole lines, not their productId). Only these refusals are
-# let through positive_data_acceptance; every other check stays as it is.
-STATE_DEPENDENT_PROBLEMS = {"/problems/empty-basket", "/problems/basket-limit"}
+# basket is no longer at: RFC 9110 §13.1.1, 412, an Idempotency-Key already used for another
+# request: draft-ietf-httpapi-idempotency-key-header §2.7 "Error Scenarios", 422), and that a
+# product appears once in a list (JSON Schema's uniqueItems compares whole lines, not their
+# productId). Only these refusals are let through positive_data_acceptance; every other check
+# stays as it is.
+STATE_DEPENDENT_PROBLEMS = {
+    "/problems/empty-basket",
+    "/problems/basket-limit",
+    "/problems/idempotency-key-reused",
+}
 DUPLICATE_LINE = {"field": "items", "in": "body", "message": "duplicate productId"}
 
 
