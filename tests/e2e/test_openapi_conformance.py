@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 from schemathesis.config import SchemathesisConfig
 from schemathesis.core.failures import ServerError
+from schemathesis.engine import Status, events
 from schemathesis.openapi.checks import RejectedPositiveData
 
 from basket.main import app as basket_app
@@ -116,7 +117,6 @@ def use_own_data(_context: schemathesis.HookContext, case: Any, _kwargs: Any) ->
         path["productId"] = _existing("products", path["productId"])
 
 
-@catalog.hook("after_call")
 def remember_created_items(_context: schemathesis.HookContext, case: Any, response: Any) -> None:
     if case.method.upper() == "POST" and response.status_code == 201:
         CREATED.append(response.json()["id"])
@@ -142,7 +142,6 @@ def _blank_if_match(case: Any) -> bool:
     return "if-match" in headers and not str(headers["if-match"]).strip()
 
 
-@basket.hook("filter_failure")
 def keep_failures_of_form(_context: Any, failure: Any, case: Any, response: Any) -> bool:
     # Known, and fixed by the conditional-request work of issue 11 (item 4): an empty If-Match
     # reaches the store's save script, which fails (503). Remove once that work is merged.
@@ -161,6 +160,10 @@ def keep_failures_of_form(_context: Any, failure: Any, case: Any, response: Any)
     return not (
         problem.get("type") in STATE_DEPENDENT_PROBLEMS or problem.get("errors") == [DUPLICATE_LINE]
     )
+
+
+catalog.hook("after_call")(remember_created_items)
+basket.hook("filter_failure")(keep_failures_of_form)
 
 
 def _new_item(admin: httpx.Client, name: str) -> int:
@@ -223,34 +226,58 @@ def test_the_basket_api_does_what_its_document_says(case, target, buyer_headers)
     case.call_and_validate(base_url=target.basket_url, headers=buyer_headers)
 
 
-def _run_state_machine(schema: Any, base_url: str, headers: dict[str, str]) -> None:
-    machine = schema.as_state_machine()
-
-    class Workflow(machine):  # type: ignore[misc, valid-type]
-        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
-            return {"base_url": base_url, "headers": headers}
-
-    # One sequence per Hypothesis run: a live service answers a replayed prefix with other data
-    # (new ids, ETags), which Hypothesis would report as a flaky strategy rather than a failure.
-    for _ in range(EXAMPLES):
-        Workflow.run(
-            settings=settings(
-                max_examples=1,
-                stateful_step_count=STATEFUL_STEPS,
-                deadline=None,
-                suppress_health_check=list(HealthCheck),
-                database=None,
-                phases=[Phase.generate],
-            )
-        )
+def _run_sequences(
+    document: dict[str, Any], base_url: str, headers: dict[str, str], **hooks: Any
+) -> None:
+    """Schemathesis's own stateful phase, run as `schemathesis run` runs it: a live service
+    answers a replayed sequence with other data (new ids, ETags), which Hypothesis's state
+    machine in pytest reports as a flaky strategy; the engine tells that apart from a failure."""
+    config = SchemathesisConfig.from_dict(
+        {
+            "base-url": base_url,
+            "headers": headers,
+            # Sequences are built from valid requests: a link leads on from a success.
+            "generation": {"mode": "positive", "max-examples": EXAMPLES, "database": "none"},
+            "phases": {
+                "examples": {"enabled": False},
+                "coverage": {"enabled": False},
+                "fuzzing": {"enabled": False},
+                "stateful": {"enabled": True, "max-steps": STATEFUL_STEPS},
+            },
+        }
+    )
+    schema = schemathesis.openapi.from_dict(document, config=config).exclude(path_regex="^/events/")
+    for name, hook in hooks.items():
+        schema.hook(name)(hook)
+    problems: list[str] = []
+    scenarios = 0
+    for event in schemathesis.engine.from_schema(schema).execute():
+        if isinstance(event, events.ScenarioFinished):
+            scenarios += 1
+            for case_id, checks in event.recorder.checks.items():
+                for check in checks:
+                    if check.status == Status.FAILURE:
+                        steps = [
+                            f"{c.method} {c.formatted_path}"
+                            for c in event.recorder.find_related(case_id=case_id)
+                        ]
+                        problems.append(f"{check.name}: {check.failure_info} after {steps}")
+        elif isinstance(event, events.NonFatalError | events.FatalError):
+            problems.append(f"error: {event}")
+    assert scenarios > 0
+    assert not problems, "\n".join(problems)
 
 
 def test_catalog_sequences_follow_the_links(target, admin_headers):
-    _run_state_machine(catalog, target.catalog_url, admin_headers)
+    _run_sequences(
+        CATALOG_DOCUMENT, target.catalog_url, admin_headers, after_call=remember_created_items
+    )
 
 
 def test_basket_sequences_follow_the_links(target, buyer_headers):
-    _run_state_machine(basket, target.basket_url, buyer_headers)
+    _run_sequences(
+        BASKET_DOCUMENT, target.basket_url, buyer_headers, filter_failure=keep_failures_of_form
+    )
 
 
 def test_control_a_document_that_promises_too_much_is_caught(target, admin_headers):

@@ -34,6 +34,17 @@ events_router = APIRouter(
 )
 # What a conditional or contended basket write can also answer (RFC 9110 §13.1, RFC 6585 §3).
 WRITE_PROBLEMS = problem_responses(409, 412, 422, 428)
+# OpenAPI links (3.1 §4.8.20): from a basket to changing or removing its first line.
+FIRST_LINE = {"productId": "$response.body#/items/0/productId"}
+BASKET_LINKS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The basket",
+        "links": {
+            "UpdateFirstLine": {"operationId": "update_basket_item", "parameters": FIRST_LINE},
+            "DeleteFirstLine": {"operationId": "delete_basket_item", "parameters": FIRST_LINE},
+        },
+    }
+}
 
 # The buyer id becomes the state key. Dapr refuses keys containing `||`, and the service keeps
 # its own entries under keys with `:` (prices, checkouts), so buyer ids stay within this set.
@@ -80,7 +91,9 @@ def _unquote(etag: str | None) -> str | None:
     return etag.strip('"')
 
 
-@router.get("", response_model=BasketPublic, response_model_exclude_none=True)
+@router.get(
+    "", response_model=BasketPublic, response_model_exclude_none=True, responses=BASKET_LINKS
+)
 async def read_basket(buyer: BuyerId, baskets: Baskets, response: Response) -> Any:
     """The caller's basket (empty when there is none), with its ETag."""
     basket, etag = await baskets.get(buyer)
@@ -90,7 +103,10 @@ async def read_basket(buyer: BuyerId, baskets: Baskets, response: Response) -> A
 
 
 @router.put(
-    "", response_model=BasketPublic, response_model_exclude_none=True, responses=WRITE_PROBLEMS
+    "",
+    response_model=BasketPublic,
+    response_model_exclude_none=True,
+    responses={**BASKET_LINKS, **WRITE_PROBLEMS},
 )
 async def replace_basket(
     body: BasketReplace, buyer: BuyerId, baskets: Baskets, if_match: IfMatch = None
@@ -109,7 +125,7 @@ async def delete_basket(buyer: BuyerId, baskets: Baskets, if_match: IfMatch = No
     "/items",
     response_model=BasketPublic,
     response_model_exclude_none=True,
-    responses=WRITE_PROBLEMS,
+    responses={**BASKET_LINKS, **WRITE_PROBLEMS},
 )
 async def add_basket_item(body: BasketItemAdd, buyer: BuyerId, baskets: Baskets) -> Any:
     """Add a product, or more of it, to the caller's basket."""

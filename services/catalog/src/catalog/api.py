@@ -177,10 +177,25 @@ def read_types(session: SessionDep) -> list[TypePublic]:
     return [TypePublic.from_model(type_) for type_ in service.list_types(session)]
 
 
+# OpenAPI links (3.1 §4.8.20): what a client can do next with the item it created or changed.
+ITEM_LINKS = {
+    "ReadItem": {"operationId": "read_item", "parameters": {"item_id": "$response.body#/id"}},
+    "ReadItemPicture": {
+        "operationId": "read_item_picture",
+        "parameters": {"item_id": "$response.body#/id"},
+    },
+    "UpdateItem": {"operationId": "update_item", "parameters": {"item_id": "$response.body#/id"}},
+    "DeleteItem": {"operationId": "delete_item", "parameters": {"item_id": "$response.body#/id"}},
+}
+
+
 @router.post(
     "/items",
     status_code=status.HTTP_201_CREATED,
-    responses=problem_responses(400, 401, 403, 409, 422, 503),
+    responses={
+        201: {"description": "The new item", "links": ITEM_LINKS},
+        **problem_responses(400, 401, 403, 409, 422, 503),
+    },
 )
 def create_item(
     _admin: AdminUser,
@@ -195,7 +210,13 @@ def create_item(
     return ItemPublic.from_model(item)
 
 
-@router.put("/items/{item_id:int}", responses=problem_responses(400, 401, 403, 404, 409, 422, 503))
+@router.put(
+    "/items/{item_id:int}",
+    responses={
+        200: {"description": "The item as it is now", "links": ITEM_LINKS},
+        **problem_responses(400, 401, 403, 404, 409, 422, 503),
+    },
+)
 def update_item(
     _admin: AdminUser,
     session: SessionDep,

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from eshop_common import health
 from eshop_common.auth import TokenVerifier
@@ -31,6 +32,10 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
+def _route_name(route: APIRoute) -> str:
+    return route.name
+
+
 def create_app(
     *,
     title: str,
@@ -40,7 +45,15 @@ def create_app(
     lifespan: Any,
 ) -> FastAPI:
     configure_logging(settings.log_level)
-    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
+    app = FastAPI(
+        title=title,
+        description=description,
+        version="1.0.0",
+        lifespan=lifespan,
+        # operationId = the route function's name (read_item, add_basket_item): what a generated
+        # client calls, and what the documents' links name.
+        generate_unique_id_function=_route_name,
+    )
     app.state.token_verifier = TokenVerifier(settings.jwt_secret.get_secret_value())
     app.state.app_api_token = settings.app_api_token
     app.state.readiness_check = readiness_check
