@@ -121,6 +121,92 @@ class Saved:
         return self.basket.revision
 
 
+class NothingToSave(Exception):
+    """Every change of a batch was refused."""
+
+
+class Batch:
+    """Unconditional changes to one buyer's basket that arrived while an earlier write for that
+    buyer held the lock: one read-modify-write applies them all, one after the other, each to
+    the result of the one before. `apply` is itself a pure `Basket -> Basket` change; a change
+    that raises is left out (on a copy, so it leaves nothing half done) and its request gets the
+    error, the others the saved basket."""
+
+    def __init__(self, check: Callable[[Basket], None]) -> None:
+        self._check = check
+        self.entries: list[tuple[Change, asyncio.Future[Saved]]] = []
+        self.refused: dict[int, Exception] = {}
+
+    def apply(self, basket: Basket) -> Basket:
+        self.refused = {}
+        for i, (change, _) in enumerate(self.entries):
+            try:
+                changed = change(basket.model_copy(deep=True))
+                self._check(changed)
+            except Exception as exc:  # the request's own error: 404, 422...
+                self.refused[i] = exc
+                continue
+            basket = changed
+        if len(self.refused) == len(self.entries):
+            raise NothingToSave
+        return basket
+
+    def settle(self, saved: Saved | None, error: BaseException | None = None) -> None:
+        for i, (_, future) in enumerate(self.entries):
+            if future.done():
+                continue
+            if i in self.refused:
+                future.set_exception(self.refused[i])
+            elif error is not None:
+                future.set_exception(error)
+            else:
+                assert saved is not None
+                future.set_result(saved)
+
+
+class ProductLookups:
+    """Catalog lookups by id. Lookups that arrive while one is in flight share the next call
+    (`by-ids` takes up to BY_IDS_MAX ids), so a burst of adds costs one catalog round trip per
+    burst, not one per add; an answer is never older than the call that carries it."""
+
+    BY_IDS_MAX = 100
+
+    def __init__(self, fetch: Callable[[list[int]], Awaitable[list[dict[str, Any]]]]) -> None:
+        self._fetch = fetch
+        self._in_flight = asyncio.Lock()
+        self._next: dict[int, asyncio.Future[dict[str, Any] | None]] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def get(self, ids: list[int]) -> dict[int, dict[str, Any] | None]:
+        """The catalog's data for each id (None: no such product). Raises what `fetch` raises."""
+        pending = self._next
+        if pending is None or len(pending.keys() | set(ids)) > self.BY_IDS_MAX:
+            pending = self._next = {}
+            task = asyncio.create_task(self._call(pending))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        loop = asyncio.get_running_loop()
+        futures = [pending.setdefault(i, loop.create_future()) for i in ids]
+        return dict(zip(ids, await asyncio.gather(*futures), strict=True))
+
+    async def _call(self, pending: dict[int, asyncio.Future[dict[str, Any] | None]]) -> None:
+        async with self._in_flight:
+            if self._next is pending:
+                self._next = None  # closed: what arrives from now on goes into the next call
+            try:
+                found = {item["id"]: item for item in await self._fetch(list(pending))}
+            except BaseException as exc:
+                for future in pending.values():
+                    if not future.done():
+                        future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            for product_id, future in pending.items():
+                if not future.done():
+                    future.set_result(found.get(product_id))
+
+
 class KeyLocks:
     """One asyncio lock per key, alive while someone holds or waits for it: a buyer's writes
     inside this process take turns instead of failing each other's ETag checks."""
@@ -142,6 +228,9 @@ class BasketService:
         self._sidecar = sidecar
         self._settings = settings
         self._locks = KeyLocks()
+        self._batches: dict[str, Batch] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._lookups = ProductLookups(sidecar.catalog_items)
 
     async def get(self, buyer_id: str) -> tuple[Basket, str | None]:
         """The buyer's basket with current prices, and its ETag (None: nothing is stored)."""
@@ -223,9 +312,42 @@ class BasketService:
         return await self._update(buyer_id, clear, conditions)
 
     async def _update(self, buyer_id: str, change: Change, conditions: Preconditions) -> Saved:
-        """`_read_modify_write`, taking turns with this buyer's other writes in this process."""
-        async with self._locks.hold(state_key(buyer_id)):
-            return await self._read_modify_write(buyer_id, change, conditions)
+        """`_read_modify_write`, taking turns with this buyer's other writes in this process.
+
+        A change without conditions joins the buyer's waiting `Batch` (or opens one), so while
+        one write is saved, the changes that arrive meanwhile are saved together by the next:
+        contention on one basket costs one read and one save per batch, not per request. A
+        change with conditions runs on its own: they name the version it replaces."""
+        key = state_key(buyer_id)
+        if conditions.present:
+            async with self._locks.hold(key):
+                return await self._read_modify_write(buyer_id, change, conditions)
+        future: asyncio.Future[Saved] = asyncio.get_running_loop().create_future()
+        batch = self._batches.get(key)
+        if batch is None:
+            batch = self._batches[key] = Batch(lambda b: self._check_lines(len(b.items)))
+            # Its own task, so a cancelled request cannot strand the others in its batch.
+            task = asyncio.create_task(self._write_batch(buyer_id, batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        batch.entries.append((change, future))
+        return await future
+
+    async def _write_batch(self, buyer_id: str, batch: Batch) -> None:
+        key = state_key(buyer_id)
+        async with self._locks.hold(key):
+            del self._batches[key]  # closed: what arrives from now on waits for the next one
+            try:
+                saved = await self._read_modify_write(buyer_id, batch.apply, NONE)
+            except NothingToSave:
+                batch.settle(None)
+                return
+            except BaseException as exc:
+                batch.settle(None, exc)
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            batch.settle(saved)
 
     async def _read_modify_write(
         self, buyer_id: str, change: Change, conditions: Preconditions
@@ -466,14 +588,16 @@ class BasketService:
         )  # fmt: skip
 
     async def _products(self, ids: list[int]) -> list[dict[str, Any]]:
-        found = {p["id"]: p for p in await self._sidecar.catalog_items(ids)}
-        missing = [i for i in ids if i not in found]
+        """The catalog's current data for `ids`, in order. Raises ProductNotFound (400), and
+        CatalogUnavailable / SidecarUnavailable (503)."""
+        found = await self._lookups.get(ids)
+        missing = [i for i in ids if found[i] is None]
         if missing:
             raise ProductNotFound(
                 f"productId: no product with id {', '.join(map(str, missing))} in the catalog.",
                 errors=[{"field": "productId", "in": "body", "message": "unknown product"}],
             )
-        return [found[i] for i in ids]
+        return [product for i in ids if (product := found[i]) is not None]
 
     def _basket(self, buyer_id: str, value: Any | None) -> Basket:
         if value is None:
