@@ -10,7 +10,8 @@ import uuid
 import httpx
 import pytest
 
-from devstack.stack import DEMO_JWT_SECRET, Stack
+from basket.service import checkout_id
+from devstack.stack import DEMO_DAPR_API_TOKEN, DEMO_JWT_SECRET, Stack
 from devstack.testkit import assert_problem, new_product, quantities, stock_of
 from devstack.testkit import unique_user as buyer
 from eshop_common.auth import mint_token
@@ -154,3 +155,33 @@ def test_a_refused_request_leaves_its_idempotency_key_free(as_user, products):
     client.post("/api/basket/items", json={"productId": products[0]["id"]})
     resp = client.post("/api/basket/checkout", json={"shipping": SHIPPING}, headers=key)
     assert resp.status_code == 202, resp.text
+
+
+def test_a_checkout_that_published_then_crashed_is_finished_by_its_retry_and_ordered_once(
+    basket_stack: Stack, as_user
+):
+    """The crash between the two steps: the event of this basket version is out, the basket was
+    not emptied. The retry publishes the same id (the catalog ignores it) and empties the basket:
+    the order is neither lost nor placed twice, and the basket not lost."""
+    item = new_product(basket_stack, stock=10, price=5.0)
+    me = buyer()
+    client = as_user(me)
+    client.post("/api/basket/items", json={"productId": item["id"], "quantity": 2})
+    revision = client.get("/api/basket").headers["etag"].strip('"')
+    event_id = checkout_id(me, revision)
+    line = {"productId": item["id"], "productName": item["name"], "unitPrice": 5.0, "quantity": 2}
+    crashed = {"requestId": event_id, "buyerId": me, "items": [line], "total": 10.0,
+               "shipping": SHIPPING}  # fmt: skip
+    published = httpx.post(
+        f"{basket_stack.dapr_url('basket-api')}/v1.0/publish/pubsub/user-checkout-accepted",
+        json=crashed, params={"metadata.cloudevent.id": event_id},
+        headers={"dapr-api-token": DEMO_DAPR_API_TOKEN},
+    )  # fmt: skip
+    assert published.status_code == 204
+    assert settle(basket_stack, item["id"], 8) == 8
+    assert quantities(client.get("/api/basket").json()) == {item["id"]: 2}
+
+    retry = client.post("/api/basket/checkout", json={"shipping": SHIPPING})
+    assert (retry.status_code, retry.json()) == (202, {"requestId": event_id})
+    assert client.get("/api/basket").json()["items"] == []
+    assert settle(basket_stack, item["id"], 8) == 8
