@@ -139,6 +139,11 @@ def test_sidecar_down_is_a_quick_503_and_the_service_recovers(
         assert resp.headers["content-type"].startswith("application/problem+json")
         assert "retry-after" in resp.headers
         assert time.monotonic() - started < 6
+        assert resp.json()["type"] == "/problems/sidecar-unavailable"
+        # An add asks the catalog through the same sidecar: the problem must name the sidecar,
+        # not the catalog.
+        add = client.post("/api/basket/items", json={"productId": products[0]["id"]})
+        assert (add.status_code, add.json()["type"]) == (503, "/problems/sidecar-unavailable")
         assert httpx.get(f"{basket_stack.url('basket-api')}/readyz").status_code == 503
     finally:
         basket_stack.start_sidecar("basket-api")
