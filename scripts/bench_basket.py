@@ -8,10 +8,13 @@ fills a few buyers' baskets, then measures each hop at saturation and at a fixed
   basket GET      `GET /api/basket`: the service (aiohttp to its sidecar), daprd, the store
   basket POST     `POST /api/basket/items`: strong read, catalog lookup, save with the ETag
 
-and `GET /api/basket` on more basket processes that share the same sidecar but talk to it with
-the other clients `DAPR_HTTP_TRANSPORT` offers (httpx on aiohttp's transport, httpx on its own),
-and, with `--baseline REV...`, with the basket's code (and the shared eshop_common) of older
-commits.
+the sidecar GET again through the HTTP clients the service does not use (httpx on its own
+transport and on aiohttp's), for comparison with its aiohttp, and, with `--baseline REV...`,
+`GET /api/basket` with the basket's code (and the shared eshop_common) of older commits.
+
+Then contention: 20 clients each add 50 times, one add after the other, to one basket, through
+one basket process and through two (replicas sharing the store); how many adds per second, none
+refused, none lost.
 
 Open loop: requests start at fixed times (`--rate` per second) whatever the answers, and a
 request's latency runs from its scheduled start, so a slow answer cannot hide the queue behind it
@@ -52,6 +55,7 @@ import aiohttp
 import httpx
 import redis.asyncio as aioredis
 import uvloop
+from httpx_aiohttp import AiohttpTransport
 
 from devstack.postgres import PostgresServer
 from devstack.procs import free_port
@@ -64,14 +68,7 @@ POST_BUYERS = 1024  # written round-robin, so no two requests in flight share a 
 POST_PRODUCTS = 8  # the product added cycles too, so no line nears the quantity limit
 # What a baseline takes from an older commit; everything else (libraries, daprd) stays current.
 BASELINE_CODE = {"services/basket/src": "basket", "services/common/src": "eshop_common"}
-# Basket processes besides the stack's own, on the same sidecar: hop name -> (process, env).
-CLIENTS = {
-    "basket GET, httpx on aiohttp transport": (
-        "basket-api-httpx-aiohttp",
-        {"DAPR_HTTP_TRANSPORT": "httpx-aiohttp"},
-    ),
-    "basket GET, httpx transport": ("basket-api-httpx", {"DAPR_HTTP_TRANSPORT": "httpx"}),
-}
+CONTENTION_CLIENTS, CONTENTION_ADDS = 20, 50
 TICK = os.sysconf("SC_CLK_TCK")
 
 Op = Callable[[int], Awaitable[bool]]
@@ -231,6 +228,7 @@ class Bench:
     post_buyers: list[str]
     tokens: dict[str, dict[str, str]]
     other_baskets: dict[str, str]  # hop name -> URL of a basket process on the same sidecar
+    replica: str  # a second basket process on the same sidecar, for the contention run
 
 
 def export_code(rev: str, target: Path) -> str:
@@ -247,13 +245,13 @@ def export_code(rev: str, target: Path) -> str:
 
 
 def prepare(stack: Stack, redis_server: RedisServer, baselines: dict[str, str]) -> Bench:
-    others = dict(CLIENTS)
-    for rev, pythonpath in baselines.items():
-        others[f"basket GET at {rev}"] = (f"basket-api-at-{rev}", {"PYTHONPATH": pythonpath})
     other_baskets = {
-        hop: stack.start_extra_app(name, "basket-api", free_port(), env)
-        for hop, (name, env) in others.items()
+        f"basket GET at {rev}": stack.start_extra_app(
+            f"basket-api-at-{rev}", "basket-api", free_port(), {"PYTHONPATH": pythonpath}
+        )
+        for rev, pythonpath in baselines.items()
     }
+    replica = stack.start_extra_app("basket-api-replica", "basket-api", free_port(), {})
     catalog = httpx.get(
         f"{stack.url('catalog-api')}/api/catalog/items", params={"pageSize": POST_PRODUCTS}
     ).json()
@@ -265,7 +263,9 @@ def prepare(stack: Stack, redis_server: RedisServer, baselines: dict[str, str]) 
         for b in get_buyers + post_buyers
     }
     products = [item["id"] for item in catalog["items"]]
-    return Bench(stack, redis_server.url, products, get_buyers, post_buyers, tokens, other_baskets)
+    return Bench(
+        stack, redis_server.url, products, get_buyers, post_buyers, tokens, other_baskets, replica
+    )
 
 
 async def fill_baskets(bench: Bench, session: aiohttp.ClientSession) -> None:
@@ -285,7 +285,12 @@ async def fill_baskets(bench: Bench, session: aiohttp.ClientSession) -> None:
     await asyncio.gather(*(add(b, bench.products[0], 1) for b in bench.post_buyers))
 
 
-def make_ops(bench: Bench, session: aiohttp.ClientSession, store: aioredis.Redis) -> dict[str, Op]:
+def make_ops(
+    bench: Bench,
+    session: aiohttp.ClientSession,
+    store: aioredis.Redis,
+    httpx_clients: dict[str, httpx.AsyncClient],
+) -> dict[str, Op]:
     dapr = bench.stack.dapr_url("basket-api")
     basket = bench.stack.url("basket-api")
     dapr_headers = {"dapr-api-token": DEMO_DAPR_API_TOKEN}
@@ -303,6 +308,14 @@ def make_ops(bench: Bench, session: aiohttp.ClientSession, store: aioredis.Redis
         url = f"{dapr}/v1.0/state/statestore/{gets[i % GET_BUYERS]}"
         return await fetch("GET", url, dapr_headers)
 
+    def sidecar_get_with(client: httpx.AsyncClient) -> Op:
+        # The same call through httpx: what the service's sidecar client would cost with it.
+        async def op(i: int) -> bool:
+            resp = await client.get(f"/v1.0/state/statestore/{gets[i % GET_BUYERS]}")
+            return resp.status_code == 200
+
+        return op
+
     def basket_get(base: str) -> Op:
         async def op(i: int) -> bool:
             return await fetch("GET", f"{base}/api/basket", bench.tokens[gets[i % GET_BUYERS]])
@@ -317,6 +330,7 @@ def make_ops(bench: Bench, session: aiohttp.ClientSession, store: aioredis.Redis
     return {
         "redis HGET": redis_hget,
         "sidecar GET": sidecar_get,
+        **{f"sidecar GET, {name}": sidecar_get_with(c) for name, c in httpx_clients.items()},
         "basket GET": basket_get(basket),
         **{hop: basket_get(url) for hop, url in bench.other_baskets.items()},
         "basket POST item": basket_post,
@@ -342,7 +356,21 @@ async def measure(bench: Bench, meter: CpuMeter, args: argparse.Namespace) -> di
             stored = await store.hget(f"basket-api||{bench.get_buyers[0]}", "data")
             args.value_size = len(stored or b"")
             hops: dict[str, Hop] = {}
-            for name, op in make_ops(bench, session, store).items():
+            limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+            transports: dict[str, httpx.AsyncBaseTransport] = {
+                "httpx": httpx.AsyncHTTPTransport(limits=limits),
+                "httpx on aiohttp transport": AiohttpTransport(limits=limits),
+            }
+            httpx_clients = {
+                name: httpx.AsyncClient(
+                    base_url=bench.stack.dapr_url("basket-api"),
+                    headers={"dapr-api-token": DEMO_DAPR_API_TOKEN},
+                    transport=transport,
+                    trust_env=False,
+                )
+                for name, transport in transports.items()
+            }
+            for name, op in make_ops(bench, session, store, httpx_clients).items():
                 if args.only and name not in args.only:
                     continue
                 await closed_loop(op, args.connections, args.warmup)  # connections, caches
@@ -360,9 +388,73 @@ async def measure(bench: Bench, meter: CpuMeter, args: argparse.Namespace) -> di
                 opened = await metered(meter, partial(open_loop, op, args.rate, args.seconds))
                 hops[name] = Hop(saturated, opened, below)
                 print(progress(name, hops[name]), flush=True)
+            for client in httpx_clients.values():
+                await client.aclose()
             return hops
         finally:
             await store.aclose()
+
+
+@dataclass
+class Contention:
+    replicas: int
+    adds: Run
+    kept: int
+
+    @property
+    def refused(self) -> int:
+        return self.adds.errors
+
+    @property
+    def lost(self) -> int:
+        return len(self.adds.latencies) - self.adds.errors - self.kept
+
+
+async def contention(bench: Bench, urls: list[str]) -> Contention:
+    """CONTENTION_CLIENTS clients, each adding its own product CONTENTION_ADDS times, one add
+    after the other, all to one new basket; clients spread over `urls`."""
+    buyer = f"bench-contention-{uuid.uuid4().hex[:8]}"
+    headers = {"Authorization": f"Bearer {mint_token(DEMO_JWT_SECRET, buyer)}"}
+    run = Run()
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(headers=headers, timeout=timeout) as session:
+        async with session.get(
+            f"{bench.stack.url('catalog-api')}/api/catalog/items",
+            params={"pageSize": CONTENTION_CLIENTS},
+        ) as resp:
+            products = [item["id"] for item in (await resp.json())["items"]]
+
+        async def client(n: int) -> None:
+            url = f"{urls[n % len(urls)]}/api/basket/items"
+            for _ in range(CONTENTION_ADDS):
+                started = time.perf_counter()
+                async with session.post(url, json={"productId": products[n]}) as resp:
+                    await resp.read()
+                    run.errors += resp.status != 200
+                run.latencies.append(time.perf_counter() - started)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client(n) for n in range(CONTENTION_CLIENTS)))
+        run.elapsed = time.perf_counter() - t0
+        async with session.get(f"{urls[0]}/api/basket") as resp:
+            basket = await resp.json()
+    kept = sum(line["quantity"] for line in basket["items"])
+    return Contention(len(urls), run, kept)
+
+
+async def measure_contention(bench: Bench) -> list[Contention]:
+    one = bench.stack.url("basket-api")
+    results = []
+    for urls in ([one], [one, bench.replica]):
+        result = await contention(bench, urls)
+        print(
+            f"contention, {result.replicas} replica(s): {result.adds.rps:.0f} adds/s, "
+            f"p50 {result.adds.ms(50):.1f} ms, p99 {result.adds.ms(99):.1f} ms, "
+            f"{result.refused} refused, {result.lost} lost",
+            flush=True,
+        )
+        results.append(result)
+    return results
 
 
 QUIET = 0.25  # share of a core that other people's processes may use during a kept run
@@ -421,16 +513,21 @@ def machine_note() -> str:
 
 def report(
     hops: dict[str, Hop],
+    contended: list[Contention],
     args: argparse.Namespace,
     load: tuple[float, float],
     reference: tuple[float, float],
 ) -> str:
     rate, conns = f"{args.rate:g}/s", f"{args.connections} conns"
-    rows = [
-        f"| Hop | p50 ms @ {rate} | p99 ms @ {rate} | req/s @ {rate} "
-        f"| p50 ms @ {conns} | p99 ms @ {conns} | req/s @ {conns} | errors |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|",
-    ]
+    rows = (
+        []
+        if not hops
+        else [
+            f"| Hop | p50 ms @ {rate} | p99 ms @ {rate} | req/s @ {rate} "
+            f"| p50 ms @ {conns} | p99 ms @ {conns} | req/s @ {conns} | errors |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|",
+        ]
+    )
     for name, h in hops.items():
         o, s = h.opened, h.saturated
         rows.append(
@@ -469,7 +566,7 @@ def report(
         hop("sidecar GET", "redis HGET"),
         hop("basket GET", "sidecar GET"),
         hop("basket GET", "redis HGET"),
-        *(hop(name, "basket GET") for name in hops if name.startswith("basket GET, ")),
+        *(hop(name, "sidecar GET") for name in hops if name.startswith("sidecar GET, ")),
         *(hop("basket GET", name) for name in hops if name.startswith("basket GET at ")),
     ]
     parts.append(
@@ -494,6 +591,29 @@ def report(
     if "sidecar GET" in hops and "redis HGET" in hops:
         added = hops["sidecar GET"].opened.ms(50) - hops["redis HGET"].opened.ms(50)
         checks.append(("sidecar adds <= 1 ms at p50 over Redis", f"+{fmt(added)} ms", added <= 1))
+    if contended:
+        parts.append(
+            "\n".join(
+                [
+                    f"Contention: {CONTENTION_CLIENTS} clients each add {CONTENTION_ADDS} times "
+                    "to one basket (each client its own product, one add after the other):",
+                    "",
+                    "| basket processes | adds/s | p50 ms | p99 ms | refused | lost |",
+                    "|--:|--:|--:|--:|--:|--:|",
+                    *(
+                        f"| {c.replicas} | {fmt(c.adds.rps, 0)} | {fmt(c.adds.ms(50))} "
+                        f"| {fmt(c.adds.ms(99))} | {c.refused} | {c.lost} |"
+                        for c in contended
+                    ),
+                ]
+            )
+        )
+        slowest = min(c.adds.rps for c in contended)
+        clean = all(c.refused == 0 and c.lost == 0 for c in contended)
+        checks.append(
+            ("adds to one contended basket >= 200/s", f"{fmt(slowest, 0)}/s", slowest >= 200)
+        )
+        checks.append(("contended adds refused or lost: 0", "0" if clean else "**not 0**", clean))
     parts.append(
         "\n".join(
             ["Targets:", "", "| Target | Measured | Met |", "|---|--:|:-:|"]
@@ -501,6 +621,8 @@ def report(
         )
     )
 
+    if not hops:
+        return "\n\n".join(parts)
     groups = list(next(iter(hops.values())).saturated.cpu)
     cpu_rows = [
         f"CPU during each saturation run (100% = one core, {os.cpu_count()} in all) and the "
@@ -640,6 +762,9 @@ def main(argv: list[str] | None = None) -> int:
         stack.start()
         bench = prepare(stack, redis_server, baselines)
         hops = uvloop.run(measure(bench, cpu_meter(stack, redis_server, postgres), args))
+        contended = []
+        if not args.only or "contention" in args.only:
+            contended = uvloop.run(measure_contention(bench))
     finally:
         if stack is not None:
             stack.stop()
@@ -647,7 +772,7 @@ def main(argv: list[str] | None = None) -> int:
         postgres.stop()
         shutil.rmtree(base, ignore_errors=True)
     load = (load_before, os.getloadavg()[0])
-    body = report(hops, args, load, (reference_before, reference_loop_ms()))
+    body = report(hops, contended, args, load, (reference_before, reference_loop_ms()))
     print(f"\n{command}\n\n{machine_note()}\n\n{body}")
     if args.doc:
         write_doc(args.doc, generated_block(body, command, args))

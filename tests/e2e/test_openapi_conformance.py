@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import os
-import time
 import traceback
 from collections.abc import Iterator
 from typing import Any
@@ -28,7 +27,6 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 from schemathesis.config import SchemathesisConfig
-from schemathesis.core.failures import ServerError
 from schemathesis.engine import Status, events
 from schemathesis.openapi.checks import RejectedPositiveData
 
@@ -138,22 +136,7 @@ STATE_DEPENDENT_PROBLEMS = {
 DUPLICATE_LINE = {"field": "items", "in": "body", "message": "duplicate productId"}
 
 
-def _blank_if_match(case: Any) -> bool:
-    headers = {name.lower(): value for name, value in (case.headers or {}).items()}
-    return "if-match" in headers and not str(headers["if-match"]).strip()
-
-
-def _breaker_open(response: Any) -> bool:
-    return response.status_code == 503 and "circuit breaker is open" in response.text
-
-
 def keep_failures_of_form(_context: Any, failure: Any, case: Any, response: Any) -> bool:
-    # Two known 503s of issue 11, fixed by the basket work on its way; remove these lines once
-    # it is merged. Item 4: an empty If-Match reaches the store's save script, which fails.
-    # Item 5: Dapr's statestore breaker counts this run's stale If-Match writes (412) as store
-    # failures, opens, and then refuses every buyer for 5 s.
-    if isinstance(failure, ServerError) and (_blank_if_match(case) or _breaker_open(response)):
-        return False
     if not isinstance(failure, RejectedPositiveData):
         return True
     if response.status_code == 412:
@@ -211,17 +194,10 @@ def admin_headers(target) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def buyer_headers(target) -> Iterator[dict[str, str]]:
+def buyer_headers(target) -> dict[str, str]:
     buyer = unique_user("openapi")
     headers = {"Authorization": f"Bearer {mint_token(target.jwt_secret, buyer)}"}
-    yield headers
-    # Leave the stack as the run found it: wait out a statestore breaker the run opened (see
-    # keep_failures_of_form), so that the tests after this module meet a working basket.
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if httpx.get(f"{target.basket_url}/api/basket", headers=headers).status_code == 200:
-            return
-        time.sleep(0.5)
+    return headers
 
 
 def test_the_served_documents_are_the_ones_tested(target):

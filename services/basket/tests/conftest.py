@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 
+from devstack.procs import free_port
 from devstack.pytest_plugin import StackFactory
 from devstack.stack import DEMO_JWT_SECRET, STATE_STORES, Stack
 from eshop_common.auth import mint_token
@@ -47,3 +48,23 @@ def products(basket_stack: Stack) -> list[dict]:
     )
     resp.raise_for_status()
     return resp.json()["items"]
+
+
+@pytest.fixture(scope="session")
+def many_products(basket_stack: Stack) -> list[dict]:
+    """Twenty catalog items, for baskets with many lines."""
+    resp = httpx.get(
+        f"{basket_stack.url('catalog-api')}/api/catalog/items",
+        params={"pageIndex": 0, "pageSize": 20},
+    )
+    resp.raise_for_status()
+    return resp.json()["items"]
+
+
+@pytest.fixture(scope="session")
+def replica_url(basket_stack: Stack) -> Iterator[str]:
+    """A second basket-api process on the same stack and store: another replica."""
+    name = f"basket-replica-{basket_stack.state_store}"
+    url = basket_stack.start_extra_app(name, "basket-api", free_port(), {})
+    yield url
+    basket_stack.stop_process(name)

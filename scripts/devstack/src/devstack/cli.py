@@ -78,6 +78,13 @@ def lost_updates(args: argparse.Namespace) -> int:
     return 0
 
 
+def outbox_race(args: argparse.Namespace) -> int:
+    from devstack.outbox_race import report
+
+    report(args.redis, args.racers)
+    return 0
+
+
 def _replicas(text: str) -> tuple[str, int]:
     app_id, _, count = text.partition("=")
     if not count.isdigit() or int(count) < 1:
@@ -111,5 +118,11 @@ def main(argv: list[str] | None = None) -> None:
     p_lost.add_argument("--product", type=int, default=1)
     p_lost.add_argument("--clients", type=int, default=20)
     p_lost.set_defaults(func=lost_updates)
+    p_outbox = sub.add_parser(
+        "outbox-race", help="Dapr's outbox on Redis: transactions racing on one ETag"
+    )
+    p_outbox.add_argument("--redis", default="127.0.0.1:6380", help="host:port of a Redis")
+    p_outbox.add_argument("--racers", type=int, default=8)
+    p_outbox.set_defaults(func=outbox_race)
     args = parser.parse_args(argv)
     sys.exit(args.func(args))

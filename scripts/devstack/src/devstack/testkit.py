@@ -9,6 +9,8 @@ from typing import Any
 
 import httpx
 
+from devstack.stack import DEMO_JWT_SECRET, Stack
+
 PROBLEM_JSON = "application/problem+json"
 
 
@@ -43,3 +45,33 @@ def assert_problem(resp: httpx.Response, status: int, field: str | None = None) 
     if field is not None:
         assert field in body.get("detail", ""), body
     return body
+
+
+def new_product(stack: Stack, *, stock: int, price: float = 20.0) -> dict[str, Any]:
+    """A catalog item of the test's own, so no other test moves its stock."""
+    from eshop_common.auth import mint_token
+
+    token = mint_token(DEMO_JWT_SECRET, "admin", admin=True)
+    with httpx.Client(
+        base_url=stack.url("catalog-api"), headers={"Authorization": f"Bearer {token}"}
+    ) as admin:
+        brand = admin.get("/api/catalog/brands").json()[0]
+        kind = admin.get("/api/catalog/types").json()[0]
+        resp = admin.post(
+            "/api/catalog/items",
+            json={
+                "name": f"Basket test item {uuid.uuid4().hex[:10]}",
+                "price": price,
+                "catalogBrandId": brand["id"],
+                "catalogTypeId": kind["id"],
+                "availableStock": stock,
+            },
+        )
+    assert resp.status_code == 201, resp.text
+    item: dict[str, Any] = resp.json()
+    return item
+
+
+def stock_of(stack: Stack, item_id: int) -> int:
+    resp = httpx.get(f"{stack.url('catalog-api')}/api/catalog/items/{item_id}")
+    return int(resp.json()["availableStock"])

@@ -1,25 +1,31 @@
 """Basket routes. The basket is always the caller's own: the buyer id comes from the token."""
 
+import hashlib
 import re
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Request, Response, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
+from basket.conditions import Preconditions
 from basket.schemas import (
+    Basket,
     BasketItemAdd,
     BasketItemUpdate,
     BasketPublic,
     BasketReplace,
     CheckoutAccepted,
     CheckoutRequest,
+    IdempotentReply,
     ProductId,
     ProductPriceChanged,
 )
-from basket.service import BasketService
-from basket.state import StateStoreUnavailable
+from basket.service import BasketService, Saved
 from eshop_common.auth import CurrentUser, FromSidecar
 from eshop_common.events import DROP, RETRY, SUCCESS, EventAck, parse_event
-from eshop_common.problems import BadRequest, problem_responses
+from eshop_common.problems import BadRequest, ServiceUnavailable, problem_responses
 
 # Every basket route: a token that is missing or bad (401) or whose subject cannot be a buyer id
 # (400), and a sidecar or state store that does not answer (503).
@@ -46,10 +52,17 @@ BASKET_LINKS: dict[int | str, dict[str, Any]] = {
     }
 }
 
-# The buyer id becomes the state key. Dapr refuses keys containing `||`, and the service keeps
-# its own entries under keys with `:` (prices, checkouts), so buyer ids stay within this set.
-BUYER_ID = re.compile(r"^[A-Za-z0-9._@+-]{1,128}$")
-IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+# The buyer id becomes the state key, one segment of the sidecar's URL. Dapr refuses keys
+# containing `||`, the service keeps its own entries under keys with `:` (prices, idempotency
+# keys), and `.` or `..` alone would be removed from the URL as a dot segment (RFC 3986 §5.2.4)
+# before it reaches the sidecar; so buyer ids stay within this set.
+BUYER_ID = re.compile(r"^(?!\.{1,2}$)[A-Za-z0-9._@+-]{1,128}$")
+# draft-ietf-httpapi-idempotency-key-header §2.1: a Structured Field string ("..."); the bare
+# value is accepted too. Its characters become part of a state key.
+IDEMPOTENCY_KEY = re.compile(r'^(?:"([A-Za-z0-9._-]{1,100})"|([A-Za-z0-9._-]{1,100}))$')
+# What the OpenAPI document says If-Match and If-None-Match take (RFC 9110 §8.8.3, §13.1.1): `*`,
+# or a comma-separated list of entity-tags. The parser (basket.conditions) is the judge: 400.
+ENTITY_TAGS = r'^(\*|(W/)?"[\x21\x23-\x7e]*"([ \t]*,[ \t]*(W/)?"[\x21\x23-\x7e]*")*)$'
 
 
 async def get_basket_service(request: Request) -> BasketService:
@@ -60,46 +73,126 @@ async def get_basket_service(request: Request) -> BasketService:
 async def get_buyer_id(user: CurrentUser) -> str:
     if not BUYER_ID.match(user.id):
         raise BadRequest(
-            "The token's subject cannot be a buyer id: use letters, digits and . _ @ + - only."
+            "The token's subject cannot be a buyer id: use 1 to 128 letters, digits and "
+            ". _ @ + - only, and not '.' or '..' alone."
         )
     return user.id
 
 
+async def get_preconditions(
+    request: Request,
+    _if_match: Annotated[
+        str | None,
+        Header(
+            alias="If-Match",
+            description='ETags from GET /api/basket (`"abc", "def"`) or `*`; the write happens '
+            "only if the basket is at one of them (RFC 9110 §13.1.1), else 412.",
+            json_schema_extra={"pattern": ENTITY_TAGS},
+        ),
+    ] = None,
+    _if_none_match: Annotated[
+        str | None,
+        Header(
+            alias="If-None-Match",
+            description="`*`: only if there is no basket yet (RFC 9110 §13.1.2), else 412.",
+            json_schema_extra={"pattern": ENTITY_TAGS},
+        ),
+    ] = None,
+) -> Preconditions:
+    """Raises MalformedPrecondition (400) for a value outside RFC 9110's grammar."""
+    return Preconditions.parse(
+        request.headers.getlist("if-match"), request.headers.getlist("if-none-match")
+    )
+
+
+async def get_idempotency_key(
+    key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="Send the same request again with the same key and it takes effect once; "
+            "the retry gets the first response (draft-ietf-httpapi-idempotency-key-header).",
+            json_schema_extra={"pattern": IDEMPOTENCY_KEY.pattern},
+        ),
+    ] = None,
+) -> str | None:
+    if key is None:
+        return None
+    match = IDEMPOTENCY_KEY.match(key)
+    if match is None:
+        raise BadRequest(
+            "Idempotency-Key: use 1 to 100 letters, digits, '.', '_' or '-', optionally quoted.",
+            errors=[{"field": "Idempotency-Key", "in": "header", "message": "invalid key"}],
+        )
+    return match.group(1) or match.group(2)
+
+
 Baskets = Annotated[BasketService, Depends(get_basket_service)]
 BuyerId = Annotated[str, Depends(get_buyer_id)]
+Conditions = Annotated[Preconditions, Depends(get_preconditions)]
+IdempotencyKey = Annotated[str | None, Depends(get_idempotency_key)]
 ProductIdPath = Annotated[ProductId, Path(alias="productId")]
-IfMatch = Annotated[
-    str | None,
-    Header(description="ETag from GET /api/basket; the write fails with 412 if it changed."),
-]
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        description="Repeat a checkout with the same key and it is accepted only once.",
-        json_schema_extra={"pattern": IDEMPOTENCY_KEY.pattern},  # checked below: 400
-    ),
-]
 
 
-def _unquote(etag: str | None) -> str | None:
-    if etag is None:
-        return None
-    etag = etag.strip()
-    if etag.startswith("W/"):
-        etag = etag[2:]
-    return etag.strip('"')
+def _public(basket: Basket) -> Any:
+    return BasketPublic.model_validate(basket.model_dump()).model_dump(
+        mode="json", by_alias=True, exclude_none=True
+    )
+
+
+def _quoted(etag: str) -> str:
+    return f'"{etag}"'
+
+
+def _basket_reply(saved: Saved) -> IdempotentReply:
+    return IdempotentReply(status=200, body=_public(saved.basket), etag=saved.etag)
+
+
+def _respond(reply: IdempotentReply) -> Response:
+    headers = {"ETag": _quoted(reply.etag)} if reply.etag is not None else None
+    if reply.status == status.HTTP_204_NO_CONTENT:
+        return Response(status_code=reply.status, headers=headers)
+    return JSONResponse(reply.body, status_code=reply.status, headers=headers)
+
+
+def _fingerprint(request: Request, body: BaseModel | None) -> str:
+    """What makes two requests with one Idempotency-Key the same request: method, path,
+    conditions and the body as parsed (so formatting does not count)."""
+    parts = [
+        request.method,
+        request.url.path,
+        ",".join(request.headers.getlist("if-match")),
+        ",".join(request.headers.getlist("if-none-match")),
+        body.model_dump_json(by_alias=True) if body is not None else "",
+    ]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+async def _once(
+    baskets: BasketService,
+    buyer: str,
+    key: str | None,
+    request: Request,
+    body: BaseModel | None,
+    perform: Callable[[], Awaitable[IdempotentReply]],
+) -> Response:
+    if key is None:
+        return _respond(await perform())
+    return _respond(await baskets.idempotent(buyer, key, _fingerprint(request, body), perform))
 
 
 @router.get(
     "", response_model=BasketPublic, response_model_exclude_none=True, responses=BASKET_LINKS
 )
-async def read_basket(buyer: BuyerId, baskets: Baskets, response: Response) -> Any:
-    """The caller's basket (empty when there is none), with its ETag."""
+async def read_basket(buyer: BuyerId, baskets: Baskets, conditions: Conditions) -> Any:
+    """The caller's basket (empty when there is none), with its ETag; 304 for If-None-Match."""
     basket, etag = await baskets.get(buyer)
-    if etag is not None:
-        response.headers["ETag"] = f'"{etag}"'
-    return basket
+    if conditions.if_match is not None:
+        Preconditions(if_match=conditions.if_match).check(etag)
+    if etag is not None and conditions.not_modified(etag):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": _quoted(etag)})
+    headers = {"ETag": _quoted(etag)} if etag is not None else None
+    return JSONResponse(_public(basket), headers=headers)
 
 
 @router.put(
@@ -109,16 +202,17 @@ async def read_basket(buyer: BuyerId, baskets: Baskets, response: Response) -> A
     responses={**BASKET_LINKS, **WRITE_PROBLEMS},
 )
 async def replace_basket(
-    body: BasketReplace, buyer: BuyerId, baskets: Baskets, if_match: IfMatch = None
+    body: BasketReplace, buyer: BuyerId, baskets: Baskets, conditions: Conditions
 ) -> Any:
     """Replace the caller's basket; names and prices are taken from the catalog."""
-    return await baskets.replace(buyer, body.items, _unquote(if_match))
+    return _respond(_basket_reply(await baskets.replace(buyer, body.items, conditions)))
 
 
 @router.delete("", status_code=status.HTTP_204_NO_CONTENT, responses=WRITE_PROBLEMS)
-async def delete_basket(buyer: BuyerId, baskets: Baskets, if_match: IfMatch = None) -> None:
-    """Empty the caller's basket."""
-    await baskets.delete(buyer, _unquote(if_match))
+async def delete_basket(buyer: BuyerId, baskets: Baskets, conditions: Conditions) -> Response:
+    """Empty the caller's basket; the ETag names the emptied basket."""
+    saved = await baskets.empty(buyer, conditions)
+    return _respond(IdempotentReply(status=204, body=None, etag=saved.etag))
 
 
 @router.post(
@@ -127,9 +221,20 @@ async def delete_basket(buyer: BuyerId, baskets: Baskets, if_match: IfMatch = No
     response_model_exclude_none=True,
     responses={**BASKET_LINKS, **WRITE_PROBLEMS},
 )
-async def add_basket_item(body: BasketItemAdd, buyer: BuyerId, baskets: Baskets) -> Any:
+async def add_basket_item(
+    body: BasketItemAdd,
+    buyer: BuyerId,
+    baskets: Baskets,
+    conditions: Conditions,
+    key: IdempotencyKey,
+    request: Request,
+) -> Any:
     """Add a product, or more of it, to the caller's basket."""
-    return await baskets.add_item(buyer, body)
+
+    async def add() -> IdempotentReply:
+        return _basket_reply(await baskets.add_item(buyer, body, conditions))
+
+    return await _once(baskets, buyer, key, request, body, add)
 
 
 @router.patch(
@@ -139,10 +244,15 @@ async def add_basket_item(body: BasketItemAdd, buyer: BuyerId, baskets: Baskets)
     responses={**WRITE_PROBLEMS, **problem_responses(404)},
 )
 async def update_basket_item(
-    product_id: ProductIdPath, body: BasketItemUpdate, buyer: BuyerId, baskets: Baskets
+    product_id: ProductIdPath,
+    body: BasketItemUpdate,
+    buyer: BuyerId,
+    baskets: Baskets,
+    conditions: Conditions,
 ) -> Any:
     """Set the quantity of one product in the caller's basket."""
-    return await baskets.set_quantity(buyer, product_id, body.quantity)
+    saved = await baskets.set_quantity(buyer, product_id, body.quantity, conditions)
+    return _respond(_basket_reply(saved))
 
 
 @router.delete(
@@ -151,26 +261,36 @@ async def update_basket_item(
     response_model_exclude_none=True,
     responses={**WRITE_PROBLEMS, **problem_responses(404)},
 )
-async def delete_basket_item(product_id: ProductIdPath, buyer: BuyerId, baskets: Baskets) -> Any:
+async def delete_basket_item(
+    product_id: ProductIdPath, buyer: BuyerId, baskets: Baskets, conditions: Conditions
+) -> Any:
     """Remove one product from the caller's basket."""
-    return await baskets.remove_item(buyer, product_id)
+    return _respond(_basket_reply(await baskets.remove_item(buyer, product_id, conditions)))
 
 
-@router.post("/checkout", status_code=status.HTTP_202_ACCEPTED, responses=WRITE_PROBLEMS)
+@router.post(
+    "/checkout",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=CheckoutAccepted,
+    responses=WRITE_PROBLEMS,
+)
 async def checkout_basket(
     body: CheckoutRequest,
     buyer: BuyerId,
     baskets: Baskets,
-    idempotency_key: IdempotencyKey = None,
-) -> CheckoutAccepted:
-    """Check out the caller's basket: publishes UserCheckoutAccepted and empties the basket."""
-    if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
-        raise BadRequest(
-            "Idempotency-Key: use 1 to 100 letters, digits, '.', '_' or '-'.",
-            errors=[{"field": "Idempotency-Key", "in": "header", "message": "invalid key"}],
-        )
-    request_id = await baskets.checkout(buyer, body.shipping, idempotency_key)
-    return CheckoutAccepted(request_id=request_id)
+    conditions: Conditions,
+    key: IdempotencyKey,
+    request: Request,
+) -> Any:
+    """Check out the caller's basket: publishes UserCheckoutAccepted and empties the basket,
+    once per basket version."""
+
+    async def checkout() -> IdempotentReply:
+        request_id = await baskets.checkout(buyer, body.shipping, conditions)
+        accepted = CheckoutAccepted(request_id=request_id).model_dump(by_alias=True)
+        return IdempotentReply(status=202, body=accepted)
+
+    return await _once(baskets, buyer, key, request, body, checkout)
 
 
 @events_router.post("/product-price-changed")
@@ -181,6 +301,6 @@ async def on_product_price_changed(baskets: Baskets, payload: Annotated[Any, Bod
     event_id, change = parsed
     try:
         await baskets.apply_price_change(event_id, change)
-    except StateStoreUnavailable:
+    except ServiceUnavailable:
         return RETRY
     return SUCCESS

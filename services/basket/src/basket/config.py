@@ -1,5 +1,3 @@
-from typing import Literal
-
 from pydantic import Field, SecretStr
 
 from eshop_common.settings import ServiceSettings
@@ -12,8 +10,6 @@ class Settings(ServiceSettings):
     dapr_api_token: SecretStr | None = None
     # Upper bound for one call to the sidecar; the sidecar's resiliency policy retries inside it.
     dapr_timeout_seconds: float = 5.0
-    # The client to the sidecar: aiohttp, or for comparison httpx on aiohttp's transport or its own.
-    dapr_http_transport: Literal["aiohttp", "httpx-aiohttp", "httpx"] = "aiohttp"
 
     state_store_name: str = "statestore"
     pubsub_name: str = "pubsub"
@@ -21,13 +17,16 @@ class Settings(ServiceSettings):
 
     basket_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=1)
     basket_max_lines: int = Field(default=50, ge=1)
-    # How long a checkout's Idempotency-Key is remembered.
-    checkout_idempotency_seconds: int = Field(default=24 * 3600, ge=1)
-    # Attempts of one read-modify-write before answering 409.
-    basket_conflict_attempts: int = Field(default=12, ge=1)
-    # False saves last-write-wins without an ETag. It exists only so the lost-update
-    # experiment can show what optimistic concurrency prevents; never turn it off in a deployment.
-    basket_optimistic_concurrency: bool = True
+    # How long an Idempotency-Key and the response it stands for are remembered.
+    idempotency_key_seconds: int = Field(default=24 * 3600, ge=1)
+    # How long a request claiming an Idempotency-Key may run before another may take it over.
+    idempotency_lease_seconds: float = Field(default=30.0, gt=0)
+    # How long one read-modify-write keeps retrying after ETag conflicts before answering 409.
+    # Inside one process a buyer's writes take turns, so only other replicas cause conflicts.
+    basket_conflict_seconds: float = Field(default=10.0, gt=0)
+    # The breaker in front of the state store: this many outages in a row open it for so long.
+    store_breaker_threshold: int = Field(default=5, ge=1)
+    store_breaker_open_seconds: float = Field(default=5.0, gt=0)
 
     @property
     def dapr_url(self) -> str:

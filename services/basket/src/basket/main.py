@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from basket import api
 from basket.config import Settings
 from basket.service import BasketService
-from basket.state import DaprSidecar, make_http_client
+from basket.state import DaprSidecar, StoreBreaker
 from eshop_common.app import create_app, freeze_startup_objects
 from eshop_common.problems import ServiceUnavailable
 
@@ -23,10 +23,16 @@ class State(TypedDict):
 
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[State]:
-    async with make_http_client(settings) as http:
-        sidecar = DaprSidecar(
-            http, settings.state_store_name, settings.catalog_app_id, settings.pubsub_name
-        )
+    token = settings.dapr_api_token
+    async with DaprSidecar(
+        settings.dapr_url,
+        api_token=token.get_secret_value() if token else None,
+        timeout_seconds=settings.dapr_timeout_seconds,
+        store=settings.state_store_name,
+        catalog_app_id=settings.catalog_app_id,
+        pubsub=settings.pubsub_name,
+        breaker=StoreBreaker(settings.store_breaker_threshold, settings.store_breaker_open_seconds),
+    ) as sidecar:
         freeze_startup_objects()
         yield {"sidecar": sidecar, "baskets": BasketService(sidecar, settings)}
 

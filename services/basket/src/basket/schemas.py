@@ -1,7 +1,8 @@
 """Wire shapes: camelCase JSON outside, snake_case Python inside."""
 
+import uuid
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 from pydantic.alias_generators import to_camel
@@ -38,11 +39,27 @@ class BasketPublic(CamelModel):
     items: list[BasketItemPublic] = Field(default_factory=list)
 
 
+def new_revision() -> str:
+    """A fresh name for one saved version of a basket: a random UUID (122 random bits), so in
+    practice it never repeats."""
+    return str(uuid.uuid4())
+
+
+CHECKOUTS_KEPT = 8
+
+
 class Basket(CamelModel):
-    """The basket as stored in the state store under the buyer's id."""
+    """The basket as stored in the state store under the buyer's id.
+
+    `revision` is drawn anew for every save and is the basket's HTTP ETag: random, so an old ETag
+    can never match a later basket, whatever the store does with its own version numbers.
+    `checkouts` holds the request ids of the latest checkouts, so a checkout of a version that
+    was already checked out is recognised as one."""
 
     buyer_id: str
     items: list[BasketItem] = Field(default_factory=list)
+    revision: str = Field(default_factory=new_revision)
+    checkouts: list[str] = Field(default_factory=list)
 
 
 class BasketItemAdd(CamelModel):
@@ -112,3 +129,20 @@ class ProductPrice(CamelModel):
     price: Money
     price_version: int
     event_id: str
+
+
+class IdempotentReply(CamelModel):
+    """A response kept for an Idempotency-Key, to be given again to a retry."""
+
+    status: int
+    body: Any
+    etag: str | None = None
+
+
+class IdempotencyRecord(CamelModel):
+    """Key `idempotency:<buyerId>:<key>`: which request claimed the key, and once it is done,
+    its response. `claimed_at` 0 means no request holds the key (the last one failed)."""
+
+    fingerprint: str
+    claimed_at: float = 0.0
+    reply: IdempotentReply | None = None

@@ -1,45 +1,63 @@
-"""Basket rules: whole-basket read-modify-write with optimistic concurrency and retries."""
+"""Basket rules: whole-basket read-modify-write under optimistic concurrency, conditional
+requests (RFC 9110 §13), checkout once per basket version, idempotency keys."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+import random
+import time
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
-from uuid import UUID, uuid4, uuid5
+from uuid import UUID, uuid5
 
 from pydantic import BaseModel
-from tenacity import (
-    AsyncRetrying,
-    RetryError,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_random_exponential,
-)
 
+from basket.conditions import NONE, Preconditions
 from basket.config import Settings
 from basket.schemas import (
+    CHECKOUTS_KEPT,
     MAX_QUANTITY,
     Basket,
     BasketItem,
     BasketItemAdd,
     CheckoutLine,
+    IdempotencyRecord,
+    IdempotentReply,
     ProductPrice,
     ProductPriceChanged,
     Shipping,
     UserCheckoutAccepted,
+    new_revision,
 )
-from basket.state import DaprSidecar, ETagInvalid, ETagMismatch, StateEntry
+from basket.state import DaprSidecar, ETagMismatch
 from eshop_common.problems import (
     BadRequest,
     Conflict,
     NotFound,
-    PreconditionFailed,
+    ServiceUnavailable,
     UnprocessableContent,
 )
 
 
 class BasketConflict(Conflict):
     type = "/problems/basket-conflict"
+
+
+class AlreadyCheckedOut(Conflict):
+    type = "/problems/already-checked-out"
+
+
+class IdempotencyKeyInUse(Conflict):
+    type = "/problems/idempotency-key-in-use"
+
+
+class IdempotencyKeyReused(UnprocessableContent):
+    type = "/problems/idempotency-key-reused"
 
 
 class ProductNotFound(BadRequest):
@@ -55,7 +73,11 @@ class EmptyBasket(BadRequest):
 
 
 CHECKOUT_TOPIC = "user-checkout-accepted"
+# How long a retry waits for the first request with its Idempotency-Key, running elsewhere.
+IN_FLIGHT_WAIT_SECONDS = 2.0
 CHECKOUT_NAMESPACE = UUID("0b8f3c52-6f0e-4f57-9d7e-2c1c5cbb7a11")
+
+Change = Callable[[Basket], Basket]
 
 
 def state_key(buyer_id: str) -> str:
@@ -68,52 +90,200 @@ def price_key(product_id: int) -> str:
     return f"product-price:{product_id}"
 
 
+def idempotency_key(buyer_id: str, key: str) -> str:
+    return f"idempotency:{buyer_id}:{key}"
+
+
+def checkout_id(buyer_id: str, revision: str) -> str:
+    """The checkout's request id, and its event's id: one per basket version, so every checkout
+    of the same version (concurrent, retried, on any replica) publishes the same id and the
+    catalog reserves stock once."""
+    return str(uuid5(CHECKOUT_NAMESPACE, f"{buyer_id}:{revision}"))
+
+
 def _stored(model: BaseModel) -> Any:
     return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _backoff(attempt: int) -> float:
+    # Full jitter, 5 ms doubling up to 200 ms: two replicas that collided do not collide again.
+    return random.uniform(0, min(0.2, 0.005 * 2**attempt))  # noqa: S311 - not a secret
+
+
+@dataclass(frozen=True, slots=True)
+class Saved:
+    """A basket as it was just saved; `etag` is its entity tag (the revision)."""
+
+    basket: Basket
+
+    @property
+    def etag(self) -> str:
+        return self.basket.revision
+
+
+class NothingToSave(Exception):
+    """Every change of a batch was refused."""
+
+
+class Batch:
+    """Unconditional changes to one buyer's basket that arrived while an earlier write for that
+    buyer held the lock: one read-modify-write applies them all, one after the other, each to
+    the result of the one before. `apply` is itself a pure `Basket -> Basket` change; a change
+    that raises is left out (on a copy, so it leaves nothing half done) and its request gets the
+    error, the others the saved basket."""
+
+    def __init__(self, check: Callable[[Basket], None]) -> None:
+        self._check = check
+        self.entries: list[tuple[Change, asyncio.Future[Saved]]] = []
+        self.refused: dict[int, Exception] = {}
+
+    def apply(self, basket: Basket) -> Basket:
+        self.refused = {}
+        for i, (change, _) in enumerate(self.entries):
+            try:
+                changed = change(basket.model_copy(deep=True))
+                self._check(changed)
+            except Exception as exc:  # the request's own error: 404, 422...
+                self.refused[i] = exc
+                continue
+            basket = changed
+        if len(self.refused) == len(self.entries):
+            raise NothingToSave
+        return basket
+
+    def settle(self, saved: Saved | None, error: BaseException | None = None) -> None:
+        for i, (_, future) in enumerate(self.entries):
+            if future.done():
+                continue
+            if i in self.refused:
+                future.set_exception(self.refused[i])
+            elif error is not None:
+                future.set_exception(error)
+            else:
+                assert saved is not None
+                future.set_result(saved)
+
+
+class ProductLookups:
+    """Catalog lookups by id. Lookups that arrive while one is in flight share the next call
+    (`by-ids` takes up to BY_IDS_MAX ids), so a burst of adds costs one catalog round trip per
+    burst, not one per add; an answer is never older than the call that carries it."""
+
+    BY_IDS_MAX = 100
+
+    def __init__(self, fetch: Callable[[list[int]], Awaitable[list[dict[str, Any]]]]) -> None:
+        self._fetch = fetch
+        self._in_flight = asyncio.Lock()
+        self._next: dict[int, asyncio.Future[dict[str, Any] | None]] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def get(self, ids: list[int]) -> dict[int, dict[str, Any] | None]:
+        """The catalog's data for each id (None: no such product). Raises what `fetch` raises."""
+        pending = self._next
+        if pending is None or len(pending.keys() | set(ids)) > self.BY_IDS_MAX:
+            pending = self._next = {}
+            task = asyncio.create_task(self._call(pending))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        loop = asyncio.get_running_loop()
+        futures = [pending.setdefault(i, loop.create_future()) for i in ids]
+        return dict(zip(ids, await asyncio.gather(*futures), strict=True))
+
+    async def _call(self, pending: dict[int, asyncio.Future[dict[str, Any] | None]]) -> None:
+        async with self._in_flight:
+            if self._next is pending:
+                self._next = None  # closed: what arrives from now on goes into the next call
+            try:
+                found = {item["id"]: item for item in await self._fetch(list(pending))}
+            except BaseException as exc:
+                for future in pending.values():
+                    if not future.done():
+                        future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            for product_id, future in pending.items():
+                if not future.done():
+                    future.set_result(found.get(product_id))
+
+
+class KeyLocks:
+    """One asyncio lock per key, alive while someone holds or waits for it: a buyer's writes
+    inside this process take turns instead of failing each other's ETag checks."""
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        async with lock:
+            yield
 
 
 class BasketService:
     def __init__(self, sidecar: DaprSidecar, settings: Settings) -> None:
         self._sidecar = sidecar
         self._settings = settings
+        self._locks = KeyLocks()
+        self._batches: dict[str, Batch] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._lookups = ProductLookups(sidecar.catalog_items)
 
     async def get(self, buyer_id: str) -> tuple[Basket, str | None]:
+        """The buyer's basket with current prices, and its ETag (None: nothing is stored)."""
         # Eventual is enough to show a basket: the next write checks the ETag anyway.
         entry = await self._sidecar.get_state(state_key(buyer_id), consistency="eventual")
         basket = await self._with_current_prices(self._basket(buyer_id, entry.value))
-        return basket, entry.etag
+        return basket, basket.revision if entry.value is not None else None
 
-    async def add_item(self, buyer_id: str, line: BasketItemAdd) -> Basket:
+    async def add_item(
+        self, buyer_id: str, line: BasketItemAdd, conditions: Preconditions = NONE
+    ) -> Saved:
+        """Add `line` (name and price from the catalog). Raises ProductNotFound (400),
+        BasketLimitExceeded (422), and what `_update` raises."""
         (product,) = await self._products([line.product_id])
 
         def add(basket: Basket) -> Basket:
             for item in basket.items:
                 if item.product_id == line.product_id:
-                    item.quantity = self._checked_quantity(item.quantity + line.quantity)
+                    item.quantity = _checked_quantity(item.quantity + line.quantity)
                     _reprice(item, product)
                     return basket
             basket.items.append(_new_item(product, line.quantity))
             return basket
 
-        return await self._update(buyer_id, add)
+        return await self._update(buyer_id, add, conditions)
 
-    async def set_quantity(self, buyer_id: str, product_id: int, quantity: int) -> Basket:
+    async def set_quantity(
+        self, buyer_id: str, product_id: int, quantity: int, conditions: Preconditions = NONE
+    ) -> Saved:
+        """Raises NotFound (404) when the product is not in the basket."""
+
         def change(basket: Basket) -> Basket:
             _line(basket, product_id).quantity = quantity
             return basket
 
-        return await self._update(buyer_id, change)
+        return await self._update(buyer_id, change, conditions)
 
-    async def remove_item(self, buyer_id: str, product_id: int) -> Basket:
+    async def remove_item(
+        self, buyer_id: str, product_id: int, conditions: Preconditions = NONE
+    ) -> Saved:
+        """Raises NotFound (404) when the product is not in the basket."""
+
         def remove(basket: Basket) -> Basket:
             basket.items.remove(_line(basket, product_id))
             return basket
 
-        return await self._update(buyer_id, remove)
+        return await self._update(buyer_id, remove, conditions)
 
     async def replace(
-        self, buyer_id: str, lines: list[BasketItemAdd], if_match: str | None
-    ) -> Basket:
+        self, buyer_id: str, lines: list[BasketItemAdd], conditions: Preconditions = NONE
+    ) -> Saved:
+        """Replace every line. Raises UnprocessableContent (422) for a product given twice or too
+        many lines, ProductNotFound (400), and what `_update` raises."""
         ids = [line.product_id for line in lines]
         if len(set(ids)) != len(ids):
             raise UnprocessableContent(
@@ -122,106 +292,150 @@ class BasketService:
             )
         self._check_lines(len(lines))
         products = {p["id"]: p for p in await self._products(ids)} if ids else {}
-        basket = Basket(
-            buyer_id=buyer_id,
-            items=[_new_item(products[line.product_id], line.quantity) for line in lines],
-        )
-        if if_match is None:
-            return await self._update(buyer_id, lambda _: basket)
-        etag: str | None = if_match
-        if if_match == "*":
-            etag = (await self._sidecar.get_state(state_key(buyer_id), consistency="strong")).etag
-            if etag is None:
-                raise PreconditionFailed("If-Match: * needs an existing basket.")
-        try:
-            await self._save(buyer_id, basket, etag)
-        except (ETagMismatch, ETagInvalid):
-            raise PreconditionFailed(
-                "The basket has changed since the version in If-Match; read it again."
-            ) from None
-        return basket
 
-    async def delete(self, buyer_id: str, if_match: str | None) -> None:
-        try:
-            await self._sidecar.delete_state(state_key(buyer_id), etag=if_match)
-        except (ETagMismatch, ETagInvalid):
-            raise PreconditionFailed(
-                "The basket has changed since the version in If-Match; read it again."
-            ) from None
-
-    async def _update(self, buyer_id: str, change: Callable[[Basket], Basket]) -> Basket:
-        """Read, change, save with the ETag that was read; on a conflict, start over."""
-        if not self._settings.basket_optimistic_concurrency:
-            entry = await self._sidecar.get_state(state_key(buyer_id), consistency="strong")
-            basket = change(self._basket(buyer_id, entry.value))
-            await self._save(buyer_id, basket, None)
+        def replace_lines(basket: Basket) -> Basket:
+            basket.items = [_new_item(products[line.product_id], line.quantity) for line in lines]
             return basket
-        changed = Basket(buyer_id=buyer_id)
 
-        def step(entry: StateEntry) -> Any:
-            nonlocal changed
-            changed = change(self._basket(buyer_id, entry.value))
-            self._check_lines(len(changed.items))
-            return _stored(changed)
+        return await self._update(buyer_id, replace_lines, conditions)
 
-        await self._read_modify_write(
-            state_key(buyer_id), step, ttl_seconds=self._settings.basket_ttl_seconds
-        )
-        return changed
+    async def empty(self, buyer_id: str, conditions: Preconditions = NONE) -> Saved:
+        """DELETE /api/basket. The basket is saved empty, never deleted from the store: its
+        store version keeps growing, so a read-modify-write that read it before cannot save over
+        a basket created after (on Redis, a deleted key's version starts again at 1). The TTL
+        removes it from the store."""
+
+        def clear(basket: Basket) -> Basket:
+            basket.items = []
+            return basket
+
+        return await self._update(buyer_id, clear, conditions)
+
+    async def _update(self, buyer_id: str, change: Change, conditions: Preconditions) -> Saved:
+        """`_read_modify_write`, taking turns with this buyer's other writes in this process.
+
+        A change without conditions joins the buyer's waiting `Batch` (or opens one), so while
+        one write is saved, the changes that arrive meanwhile are saved together by the next:
+        contention on one basket costs one read and one save per batch, not per request. A
+        change with conditions runs on its own: they name the version it replaces."""
+        key = state_key(buyer_id)
+        if conditions.present:
+            async with self._locks.hold(key):
+                return await self._read_modify_write(buyer_id, change, conditions)
+        future: asyncio.Future[Saved] = asyncio.get_running_loop().create_future()
+        batch = self._batches.get(key)
+        if batch is None:
+            batch = self._batches[key] = Batch(lambda b: self._check_lines(len(b.items)))
+            # Its own task, so a cancelled request cannot strand the others in its batch.
+            task = asyncio.create_task(self._write_batch(buyer_id, batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        batch.entries.append((change, future))
+        return await future
+
+    async def _write_batch(self, buyer_id: str, batch: Batch) -> None:
+        key = state_key(buyer_id)
+        async with self._locks.hold(key):
+            del self._batches[key]  # closed: what arrives from now on waits for the next one
+            try:
+                saved = await self._read_modify_write(buyer_id, batch.apply, NONE)
+            except NothingToSave:
+                batch.settle(None)
+                return
+            except BaseException as exc:
+                batch.settle(None, exc)
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            batch.settle(saved)
 
     async def _read_modify_write(
-        self, key: str, change: Callable[[StateEntry], Any | None], *, ttl_seconds: int | None
-    ) -> bool:
-        """Save `change(entry)` with the ETag of the entry it was made from; when somebody else
-        saved in between, read again and redo the change. `change` returning None means there
-        is nothing to write. Returns whether something was written."""
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(ETagMismatch),
-            stop=stop_after_attempt(self._settings.basket_conflict_attempts),
-            wait=wait_random_exponential(multiplier=0.005, max=0.2),
-        )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    # Strong: the ETag we save against must be the newest one.
-                    entry = await self._sidecar.get_state(key, consistency="strong")
-                    value = change(entry)
-                    if value is None:
-                        return False
-                    await self._sidecar.save_state(
-                        key, value, etag=entry.etag, concurrency="first-write",
-                        consistency="strong", ttl_seconds=ttl_seconds,
-                    )  # fmt: skip
-                    return True
-        except RetryError:
-            pass
-        raise BasketConflict(
-            "The basket kept changing while this request tried to update it; try again."
-        )
+        self, buyer_id: str, change: Change, conditions: Preconditions
+    ) -> Saved:
+        """Read the basket, check the request's conditions on it, apply `change` (a fresh copy
+        in, the new basket out), save it under the store ETag that was read. When somebody else
+        saved in between (another replica), do it all again on the new basket, conditions
+        included, so they always hold for the version the save replaces.
+
+        Raises BasketPreconditionFailed (412), BasketLimitExceeded (422), whatever `change`
+        raises, BasketConflict (409) when the basket kept changing for
+        `basket_conflict_seconds`, StateStoreUnavailable / SidecarUnavailable (503)."""
+        deadline = time.monotonic() + self._settings.basket_conflict_seconds
+        attempt = 0
+        while True:
+            # Strong: the ETag we save against must be the newest one.
+            entry = await self._sidecar.get_state(state_key(buyer_id), consistency="strong")
+            current = self._basket(buyer_id, entry.value)
+            conditions.check(current.revision if entry.value is not None else None)
+            changed = change(current)
+            self._check_lines(len(changed.items))
+            changed.revision = new_revision()
+            try:
+                await self._save(changed, entry.etag)
+                return Saved(changed)
+            except ETagMismatch:
+                if time.monotonic() > deadline:
+                    raise BasketConflict(
+                        "The basket kept changing while this request tried to update it; try again."
+                    ) from None
+            await asyncio.sleep(_backoff(attempt))
+            attempt += 1
 
     # -- checkout ------------------------------------------------------------------------
 
-    async def checkout(self, buyer_id: str, shipping: Shipping, idempotency_key: str | None) -> str:
-        """Publish the priced basket as UserCheckoutAccepted, then take those lines out of the
-        basket. Returns the checkout's request id; a retry with the same Idempotency-Key gets the
-        same id and publishes nothing new."""
-        record_key = f"checkout:{buyer_id}:{idempotency_key}" if idempotency_key else None
-        if record_key is not None:
-            done = await self._sidecar.get_state(record_key, consistency="strong")
-            if done.value is not None:
-                return str(done.value["requestId"])
-        entry = await self._sidecar.get_state(state_key(buyer_id), consistency="strong")
-        basket = self._basket(buyer_id, entry.value)
-        if not basket.items:
-            raise EmptyBasket("The basket is empty; add something before checking out.")
+    async def checkout(
+        self, buyer_id: str, shipping: Shipping, conditions: Preconditions = NONE
+    ) -> str:
+        """Publish the priced basket as UserCheckoutAccepted, then empty the basket under the
+        store ETag of the version that was published. Returns the request id, which is also the
+        event id: derived from the buyer and the basket's revision, so every checkout of one
+        version publishes the same id and the catalog reserves stock once.
+
+        Raises BasketPreconditionFailed (412), EmptyBasket (400), AlreadyCheckedOut (409) when
+        this version was checked out already (by a concurrent request, another replica, or
+        before), EventBusUnavailable / StateStoreUnavailable / SidecarUnavailable (503); after a
+        503 nothing was emptied and a retry publishes the same id."""
+        async with self._locks.hold(state_key(buyer_id)):
+            entry = await self._sidecar.get_state(state_key(buyer_id), consistency="strong")
+            basket = self._basket(buyer_id, entry.value)
+            conditions.check(basket.revision if entry.value is not None else None)
+            if not basket.items:
+                if basket.checkouts:
+                    raise AlreadyCheckedOut(
+                        "This basket was checked out and nothing was added since.",
+                        requestId=basket.checkouts[-1],
+                    )
+                raise EmptyBasket("The basket is empty; add something before checking out.")
+            request_id = checkout_id(buyer_id, basket.revision)
+            event = await self._checkout_event(request_id, basket, shipping)
+            await self._sidecar.publish(
+                CHECKOUT_TOPIC, _stored(event), event_id=request_id,
+                event_type="UserCheckoutAccepted",
+            )  # fmt: skip
+            bought = {line.product_id: line.quantity for line in event.items}
+
+            def take_out(current: Basket) -> Basket:
+                if request_id in current.checkouts:
+                    raise AlreadyCheckedOut(
+                        "This version of the basket was checked out by another request.",
+                        requestId=request_id,
+                    )
+                for item in current.items:
+                    item.quantity -= bought.get(item.product_id, 0)
+                current.items = [item for item in current.items if item.quantity > 0]
+                current.checkouts = [*current.checkouts, request_id][-CHECKOUTS_KEPT:]
+                return current
+
+            # Usually one round: the basket is still the version that was published, and ends up
+            # empty. If something was added meanwhile (another replica), only what was bought
+            # comes out and the new item stays.
+            await self._read_modify_write(buyer_id, take_out, NONE)
+            return request_id
+
+    async def _checkout_event(
+        self, request_id: str, basket: Basket, shipping: Shipping
+    ) -> UserCheckoutAccepted:
         priced = await self._with_current_prices(basket.model_copy(deep=True))
-        # With a key, the id is derived from it: a retry whose first attempt published but
-        # crashed before recording it publishes the same event id again, and subscribers
-        # deduplicate on that id.
-        request_id = str(
-            uuid5(CHECKOUT_NAMESPACE, f"{buyer_id}:{idempotency_key}") if idempotency_key
-            else uuid4()
-        )  # fmt: skip
         lines = [
             CheckoutLine(
                 product_id=i.product_id,
@@ -231,67 +445,119 @@ class BasketService:
             )
             for i in priced.items
         ]
-        event = UserCheckoutAccepted(
+        return UserCheckoutAccepted(
             request_id=request_id,
-            buyer_id=buyer_id,
+            buyer_id=basket.buyer_id,
             items=lines,
             total=sum((line.unit_price * line.quantity for line in lines), Decimal(0)),
             shipping=shipping,
         )
-        await self._sidecar.publish(
-            CHECKOUT_TOPIC, _stored(event), event_id=request_id, event_type="UserCheckoutAccepted"
-        )
-        if record_key is not None:
-            await self._sidecar.save_state(
-                record_key, {"requestId": request_id}, etag=None, concurrency="last-write",
-                consistency="strong", ttl_seconds=self._settings.checkout_idempotency_seconds,
-            )  # fmt: skip
-        await self._remove_checked_out(buyer_id, basket, entry.etag)
-        return request_id
 
-    async def _remove_checked_out(self, buyer_id: str, bought: Basket, etag: str | None) -> None:
-        """Delete the basket if it is still the version that was checked out; if something was
-        added meanwhile, take out only what was bought, so the new item stays."""
-        if not self._settings.basket_optimistic_concurrency:
-            await self._sidecar.delete_state(state_key(buyer_id), etag=None)
-            return
-        try:
-            await self._sidecar.delete_state(state_key(buyer_id), etag=etag)
-            return
-        except ETagMismatch:
-            pass
-        taken = {item.product_id: item.quantity for item in bought.items}
+    # -- idempotency keys ----------------------------------------------------------------
 
-        def take_out(basket: Basket) -> Basket:
-            for item in basket.items:
-                item.quantity -= taken.get(item.product_id, 0)
-            basket.items = [item for item in basket.items if item.quantity > 0]
-            return basket
+    async def idempotent(
+        self,
+        buyer_id: str,
+        key: str,
+        fingerprint: str,
+        perform: Callable[[], Awaitable[IdempotentReply]],
+    ) -> IdempotentReply:
+        """Run `perform` once per (buyer, Idempotency-Key), as
+        draft-ietf-httpapi-idempotency-key-header §2 asks: a retry of the same request gets the
+        first response again; the same key with another request (`fingerprint` differs) raises
+        IdempotencyKeyReused (422); while the first is still running elsewhere, a retry waits
+        for it a little, then raises IdempotencyKeyInUse (409). Only a response that `perform`
+        returns is kept: after an error the key is free for another attempt."""
+        record_key = idempotency_key(buyer_id, key)
+        async with self._locks.hold(record_key):
+            waiting_until = time.monotonic() + IN_FLIGHT_WAIT_SECONDS
+            while True:
+                entry = await self._sidecar.get_state(record_key, consistency="strong")
+                record = (
+                    IdempotencyRecord.model_validate(entry.value) if entry.value is not None
+                    else None
+                )  # fmt: skip
+                if record is not None and record.fingerprint != fingerprint:
+                    raise IdempotencyKeyReused(
+                        "Idempotency-Key: this key was used for another request; use a new key "
+                        "for a new request.",
+                        errors=[{"field": "Idempotency-Key", "in": "header",
+                                 "message": "key reused with another request"}],
+                    )  # fmt: skip
+                if record is not None and record.reply is not None:
+                    return record.reply
+                lease = self._settings.idempotency_lease_seconds
+                if record is not None and time.time() - record.claimed_at < lease:
+                    # The first request with this key is still running, on another replica.
+                    if time.monotonic() > waiting_until:
+                        raise IdempotencyKeyInUse(
+                            "A request with this Idempotency-Key is still being processed; "
+                            "retry it later."
+                        )
+                    await asyncio.sleep(0.05)
+                    continue
+                claim = IdempotencyRecord(fingerprint=fingerprint, claimed_at=time.time())
+                try:
+                    await self._save_record(record_key, claim, etag=entry.etag)
+                    break
+                except ETagMismatch:
+                    continue  # another replica claimed it first
+            try:
+                reply = await perform()
+            except BaseException:
+                # Free the key for another attempt; if even that fails, the lease frees it.
+                with contextlib.suppress(ServiceUnavailable):
+                    await self._settle(record_key, IdempotencyRecord(fingerprint=fingerprint))
+                raise
+            await self._settle(record_key, IdempotencyRecord(fingerprint=fingerprint, reply=reply))
+            return reply
 
-        await self._update(buyer_id, take_out)
+    async def _save_record(
+        self, record_key: str, record: IdempotencyRecord, *, etag: str | None
+    ) -> None:
+        """Only over the version whose store ETag is `etag` (None: only if there is none)."""
+        await self._sidecar.save_state(
+            record_key, _stored(record), etag=etag, consistency="strong",
+            ttl_seconds=self._settings.idempotency_key_seconds,
+        )  # fmt: skip
+
+    async def _settle(self, record_key: str, record: IdempotencyRecord) -> None:
+        """Replace this request's claim with `record`. (A blind save would be refused: the
+        claim was made with first-write, and the store keeps it so.) If another replica took
+        the claim over after its lease ran out, that replica's record stands."""
+        entry = await self._sidecar.get_state(record_key, consistency="strong")
+        with contextlib.suppress(ETagMismatch):
+            await self._save_record(record_key, record, etag=entry.etag)
 
     # -- prices --------------------------------------------------------------------------
 
     async def apply_price_change(self, event_id: str, change: ProductPriceChanged) -> bool:
         """Remember the product's new price, unless a newer one is already known. A repeated or
-        late event has a price version at or below the stored one and changes nothing."""
-
-        def newer(entry: StateEntry) -> Any | None:
-            if entry.value is not None:
-                known = ProductPrice.model_validate(entry.value)
-                if known.price_version >= change.price_version:
-                    return None
-            return _stored(
-                ProductPrice(
+        late event has a price version at or below the stored one and changes nothing. Returns
+        whether something was written."""
+        key = price_key(change.product_id)
+        async with self._locks.hold(key):
+            while True:
+                entry = await self._sidecar.get_state(key, consistency="strong")
+                if entry.value is not None:
+                    known = ProductPrice.model_validate(entry.value)
+                    if known.price_version >= change.price_version:
+                        return False
+                price = ProductPrice(
                     product_id=change.product_id,
                     price=change.price,
                     price_version=change.price_version,
                     event_id=event_id,
                 )
-            )
-
-        # No TTL: one small entry per product whose price ever changed.
-        return await self._read_modify_write(price_key(change.product_id), newer, ttl_seconds=None)
+                try:
+                    # No TTL: one small entry per product whose price ever changed.
+                    await self._sidecar.save_state(
+                        key, _stored(price), etag=entry.etag, consistency="strong",
+                        ttl_seconds=None,
+                    )  # fmt: skip
+                    return True
+                except ETagMismatch:
+                    continue  # another replica saved a price meanwhile: compare with that one
 
     async def _with_current_prices(self, basket: Basket) -> Basket:
         """Show a newer catalog price than the one a line was added at, with the old one.
@@ -314,26 +580,24 @@ class BasketService:
                 item.price_version = current.price_version
         return basket
 
-    async def _save(self, buyer_id: str, basket: Basket, etag: str | None) -> None:
-        optimistic = self._settings.basket_optimistic_concurrency
+    async def _save(self, basket: Basket, etag: str | None) -> None:
+        """Save over the version whose store ETag is `etag` (None: only if there is none)."""
         await self._sidecar.save_state(
-            state_key(buyer_id),
-            _stored(basket),
-            etag=etag if optimistic else None,
-            concurrency="first-write" if optimistic else "last-write",
-            consistency="strong",
+            state_key(basket.buyer_id), _stored(basket), etag=etag, consistency="strong",
             ttl_seconds=self._settings.basket_ttl_seconds,
-        )
+        )  # fmt: skip
 
     async def _products(self, ids: list[int]) -> list[dict[str, Any]]:
-        found = {p["id"]: p for p in await self._sidecar.catalog_items(ids)}
-        missing = [i for i in ids if i not in found]
+        """The catalog's current data for `ids`, in order. Raises ProductNotFound (400), and
+        CatalogUnavailable / SidecarUnavailable (503)."""
+        found = await self._lookups.get(ids)
+        missing = [i for i in ids if found[i] is None]
         if missing:
             raise ProductNotFound(
                 f"productId: no product with id {', '.join(map(str, missing))} in the catalog.",
                 errors=[{"field": "productId", "in": "body", "message": "unknown product"}],
             )
-        return [found[i] for i in ids]
+        return [product for i in ids if (product := found[i]) is not None]
 
     def _basket(self, buyer_id: str, value: Any | None) -> Basket:
         if value is None:
@@ -347,14 +611,14 @@ class BasketService:
                 errors=[{"field": "items", "in": "body", "message": "too many lines"}],
             )
 
-    @staticmethod
-    def _checked_quantity(quantity: int) -> int:
-        if quantity > MAX_QUANTITY:
-            raise BasketLimitExceeded(
-                f"quantity: at most {MAX_QUANTITY} of one product fit in a basket.",
-                errors=[{"field": "quantity", "in": "body", "message": "quantity too large"}],
-            )
-        return quantity
+
+def _checked_quantity(quantity: int) -> int:
+    if quantity > MAX_QUANTITY:
+        raise BasketLimitExceeded(
+            f"quantity: at most {MAX_QUANTITY} of one product fit in a basket.",
+            errors=[{"field": "quantity", "in": "body", "message": "quantity too large"}],
+        )
+    return quantity
 
 
 def _line(basket: Basket, product_id: int) -> BasketItem:
