@@ -61,8 +61,10 @@ BUYER_ID = re.compile(r"^(?!\.{1,2}$)[A-Za-z0-9._@+-]{1,128}$")
 # value is accepted too. Its characters become part of a state key.
 IDEMPOTENCY_KEY = re.compile(r'^(?:"([A-Za-z0-9._-]{1,100})"|([A-Za-z0-9._-]{1,100}))$')
 # What the OpenAPI document says If-Match and If-None-Match take (RFC 9110 §8.8.3, §13.1.1): `*`,
-# or a comma-separated list of entity-tags. The parser (basket.conditions) is the judge: 400.
-ENTITY_TAGS = r'^(\*|(W/)?"[\x21\x23-\x7e]*"([ \t]*,[ \t]*(W/)?"[\x21\x23-\x7e]*")*)$'
+# or a comma-separated list of entity-tags, in which empty elements (and so an empty list) are
+# allowed (§5.6.1). The parser (basket.conditions) is the judge: 400.
+_TAG = r'((W/)?"[\x21\x23-\x7e]*")?'
+ENTITY_TAGS = rf"^[ \t]*(\*|{_TAG}([ \t]*,[ \t]*{_TAG})*)[ \t]*$"
 
 
 async def get_basket_service(request: Request) -> BasketService:
@@ -182,7 +184,14 @@ async def _once(
 
 
 @router.get(
-    "", response_model=BasketPublic, response_model_exclude_none=True, responses=BASKET_LINKS
+    "",
+    response_model=BasketPublic,
+    response_model_exclude_none=True,
+    responses={
+        **BASKET_LINKS,
+        304: {"description": "Not Modified: the basket is at an ETag of If-None-Match"},
+        **problem_responses(412),
+    },
 )
 async def read_basket(buyer: BuyerId, baskets: Baskets, conditions: Conditions) -> Any:
     """The caller's basket (empty when there is none), with its ETag; 304 for If-None-Match."""

@@ -103,6 +103,18 @@ def _declare_input_problems(operation: dict[str, Any]) -> None:
         responses["400"] = problem_responses(400)[400]
 
 
+def _headers_are_never_null(operation: dict[str, Any]) -> None:
+    # An optional header (`str | None = None`) is absent or a string on the wire, never JSON null;
+    # FastAPI's `anyOf: [string, null]` would have clients send the text "null".
+    for parameter in operation.get("parameters", []):
+        schema = parameter.get("schema", {})
+        if parameter.get("in") == "header" and "anyOf" in schema:
+            kinds = [kind for kind in schema["anyOf"] if kind.get("type") != "null"]
+            if len(kinds) == 1:
+                del schema["anyOf"]
+                schema.update(kinds[0])
+
+
 def install_problem_schema(app: FastAPI) -> None:
     """Put `ProblemDetails` in the app's OpenAPI components, where `problem_responses` points,
     and drop FastAPI's own validation-error schemas, which no response of ours has."""
@@ -128,6 +140,7 @@ def install_problem_schema(app: FastAPI) -> None:
             for path in schema.get("paths", {}).values():
                 for operation in path.values():
                     _declare_input_problems(operation)
+                    _headers_are_never_null(operation)
             app.openapi_schema = schema
         return app.openapi_schema
 
