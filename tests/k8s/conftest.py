@@ -1,0 +1,25 @@
+"""Fixtures over the rendered overlays; the helpers live in k8s_manifests.py beside this file."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+# The test modules here import their helpers as `k8s_manifests` (pytest runs with
+# --import-mode=importlib, which puts no test directory on sys.path).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from k8s_manifests import OVERLAYS, Object, rendered  # noqa: E402
+
+
+@pytest.fixture(params=OVERLAYS)
+def overlay(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def objects(overlay: str) -> list[Object]:
+    return rendered(overlay)
