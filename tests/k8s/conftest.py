@@ -11,7 +11,7 @@ import pytest
 # --import-mode=importlib, which puts no test directory on sys.path).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from k8s_manifests import OVERLAYS, Object, rendered  # noqa: E402
+from k8s_manifests import OVERLAYS, Object, rendered
 
 
 @pytest.fixture(params=OVERLAYS)

@@ -42,9 +42,7 @@ def kustomize() -> Path:
 
 
 def render(path: Path) -> list[Object]:
-    done = subprocess.run(
-        [kustomize(), "build", path], capture_output=True, text=True, check=False
-    )
+    done = subprocess.run([kustomize(), "build", path], capture_output=True, text=True, check=False)
     assert done.returncode == 0, f"kustomize build {path.relative_to(REPO)}:\n{done.stderr}"
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
