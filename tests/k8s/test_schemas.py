@@ -133,3 +133,17 @@ def test_control_the_crd_schemas_reject_a_broken_dapr_resource(
     validate_dapr(resource)
     with pytest.raises(jsonschema.ValidationError):
         validate_dapr(set_path(resource, pointer, value))
+
+
+def test_what_a_sidecar_reads_at_start_is_applied_before_any_pod(objects: list[Object]) -> None:
+    """`kubectl apply` creates objects in the rendered order, and the Deployment controller
+    starts pods as soon as their Deployment exists."""
+    first_workload = min(
+        i
+        for i, obj in enumerate(objects)
+        if obj["kind"] in ("Deployment", "StatefulSet", "Job", "DaemonSet", "Pod")
+    )
+    needed_first = ("Secret", "NetworkPolicy", "Namespace", "ServiceAccount")
+    for i, obj in enumerate(objects):
+        if is_dapr(obj) or obj["kind"] in needed_first:
+            assert i < first_workload, f"{obj['kind']} {obj['metadata']['name']} comes too late"
