@@ -6,9 +6,12 @@ the pinned Dapr module the daprd build downloaded. No cluster is needed.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import os
 import re
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -128,3 +131,67 @@ def dapr_apps(objects: list[Object]) -> dict[str, Object]:
 
 def env_of(container: Object) -> dict[str, Object]:
     return {item["name"]: item for item in container.get("env", [])}
+
+
+INJECT_SOURCE = Path(__file__).resolve().parent / "inject" / "main.go"
+
+
+@functools.cache
+def dapr_inject() -> Path:
+    """inject/main.go built against the pinned Dapr module, cached by Dapr version and source.
+
+    It is built in a module of its own whose go.mod is Dapr's (the same requirements and replace
+    directives, so the same dependency versions daprd was built with) plus Dapr itself.
+    """
+    version = pinned("DAPR_VERSION")
+    source = INJECT_SOURCE.read_bytes()
+    digest = hashlib.sha256(source).hexdigest()[:12]
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "eshop-dapr"
+    target = cache / f"dapr-inject-{version}-{digest}" / "inject"
+    if target.exists():
+        return target
+    module = dapr_module()
+    with tempfile.TemporaryDirectory(prefix="dapr-inject-") as build:
+        go_mod = (module / "go.mod").read_text()
+        go_mod = go_mod.replace("module github.com/dapr/dapr", "module eshop.local/inject", 1)
+        go_mod += f"\nrequire github.com/dapr/dapr v{version}\n"
+        Path(build, "go.mod").write_text(go_mod)
+        Path(build, "go.sum").write_text((module / "go.sum").read_text())
+        Path(build, "main.go").write_bytes(source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(
+            ["go", "build", "-trimpath", "-o", f"{target}.tmp", "."],
+            cwd=build,
+            env={**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, f"building {INJECT_SOURCE.name}:\n{done.stderr}"
+    Path(f"{target}.tmp").rename(target)
+    return target
+
+
+def inject(pod: Object, *, drop_all: bool = True) -> Object:
+    """The pod as the pinned Dapr sidecar injector patches it (see inject/main.go)."""
+    done = subprocess.run(
+        [dapr_inject(), f"-drop-all={str(drop_all).lower()}"],
+        input=json.dumps(pod),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    patched: Object = json.loads(done.stdout)
+    return patched
+
+
+def pod_of(workload: Object) -> Object:
+    """The Pod a Deployment, StatefulSet or Job creates, as the injector's webhook receives it."""
+    template = workload["spec"]["template"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {**template["metadata"], "namespace": workload["metadata"]["namespace"]},
+        "spec": template["spec"],
+    }

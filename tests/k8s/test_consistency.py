@@ -165,7 +165,7 @@ def metadata_items(component: Object) -> dict[str, Object]:
     return {item["name"]: item for item in component["spec"].get("metadata", [])}
 
 
-def test_the_components_are_componentss_with_secrets_from_kubernetes(overlay: str) -> None:
+def test_the_components_are_the_local_ones_with_secrets_from_kubernetes(overlay: str) -> None:
     objects = rendered(overlay)
     cluster = of_kind(objects, "Component")
     local = {
