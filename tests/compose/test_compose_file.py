@@ -1,6 +1,10 @@
 """The compose demo checked without Docker: docker-compose parses it, the Compose Specification's
 schema accepts it, and it runs the same apps, ports and sidecar flags as the local stack
 (dapr.yaml, components/, scripts/versions.env). Nothing is built or started.
+
+What running the stack proves (healthchecks, start-up order, volumes, service names that
+resolve) is left to `make compose-test` (tests/compose_stack); these catch the drift a run
+cannot see: versions, ports and names shared with dapr.yaml, pins, users.
 """
 
 from __future__ import annotations
@@ -267,17 +271,6 @@ def test_docker_compose_accepts_the_file_with_no_env_file_and_a_clean_environmen
     assert result.returncode == 0, result.stderr
 
 
-def test_docker_compose_config_rejects_a_dependency_on_a_missing_service(tmp_path: Path) -> None:
-    broken = tmp_path / "docker-compose.yml"
-    broken.write_text(
-        "services:\n  a:\n    image: redis:7.0.15-bookworm\n"
-        "    depends_on:\n      nope:\n        condition: service_healthy\n"
-    )
-    empty = tmp_path / "empty.env"
-    empty.touch()
-    assert run_compose_config(broken, empty).returncode != 0
-
-
 def test_the_file_follows_the_compose_specification_schema() -> None:
     assert schema_errors(raw_compose()) == []
 
@@ -366,11 +359,22 @@ def test_the_daprd_image_tag_is_the_dapr_version_pinned_in_versions_env() -> Non
 def test_each_app_and_its_sidecar_share_a_namespace_that_neither_of_them_owns(app_id: str) -> None:
     # An app or sidecar that owned the namespace would take it along when it crashed, and its
     # restarted self would come back in a new one, unreachable by the other (a stranded sidecar).
+    # Sharing the pod's process namespace too, they end with it and are restarted into its new
+    # namespaces, instead of living on in the old network namespace, cut off from the ports.
     pod = services()[f"{app_id}-pod"]
-    assert services()[app_id]["network_mode"] == f"service:{app_id}-pod"
-    assert services()[f"{app_id}-dapr"]["network_mode"] == f"service:{app_id}-pod"
+    for name in (app_id, f"{app_id}-dapr"):
+        assert services()[name]["network_mode"] == f"service:{app_id}-pod", name
+        assert services()[name]["pid"] == f"service:{app_id}-pod", name
+        assert services()[name]["restart"] == "unless-stopped", name
     assert pod["command"] == ["sleep", "infinity"]
+    assert pod["init"] is True
     assert pod["restart"] == "unless-stopped"
+
+
+@pytest.mark.parametrize("app_id", list(APPS))
+def test_starting_an_app_alone_starts_its_sidecar_so_it_can_become_healthy(app_id: str) -> None:
+    depends_on = services()[app_id]["depends_on"]
+    assert depends_on[f"{app_id}-dapr"]["condition"] == "service_started"
 
 
 @pytest.mark.parametrize("app_id", list(APPS))
@@ -388,12 +392,6 @@ def test_each_sidecar_gets_every_variable_its_components_and_configuration_read(
         env = environment(f"{app_id}-dapr")
         missing = {name for name in names if not env.get(name)}
         assert not missing, f"{app_id}-dapr lacks {missing}"
-
-
-def test_the_state_store_reaches_redis_by_its_service_name() -> None:
-    redis_host = environment("basket-api-dapr")["REDIS_HOST"]
-    assert redis_host == "redis:6379"
-    assert environment("basket-api-dapr")["REDIS_PASSWORD"] in services()["redis"]["command"]
 
 
 def test_the_sidecars_share_one_name_resolution_database_on_a_named_volume() -> None:
@@ -424,11 +422,6 @@ def test_both_apps_verify_tokens_with_the_same_jwt_secret() -> None:
 
 
 # -- start-up order -----------------------------------------------------------------------------
-def test_postgres_redis_and_both_apps_have_healthchecks() -> None:
-    for name in ["postgres", "redis", *APPS]:
-        healthcheck = services()[name].get("healthcheck", {})
-        assert healthcheck.get("test"), f"{name}: no healthcheck"
-        assert not healthcheck.get("disable"), f"{name}: healthcheck disabled"
 
 
 @pytest.mark.parametrize("app_id", list(APPS))
@@ -454,9 +447,9 @@ def test_every_dependency_waits_for_a_condition_its_target_can_report() -> None:
             elif condition == "service_completed_successfully":
                 assert services()[target].get("restart") == "no", f"{target} is not a one-shot"
             elif condition == "service_started":
-                # Only a sidecar waits for its app merely to start: the app's health includes
-                # the sidecar's, so waiting for it to be healthy would never end.
-                assert name == f"{target}-dapr", f"{name} waits only for {target} to start"
+                # Only an app waits for its sidecar merely to start: the app's health includes
+                # the sidecar's, which has no healthcheck of its own (distroless image).
+                assert target == f"{name}-dapr", f"{name} waits only for {target} to start"
                 assert service["network_mode"] == services()[target]["network_mode"]
             else:
                 pytest.fail(f"{name} depends on {target} without a condition")
@@ -484,13 +477,6 @@ def test_the_catalog_database_is_prepared_once_before_the_catalog_starts() -> No
     assert init["depends_on"]["postgres"]["condition"] == "service_healthy"
     condition = catalog["depends_on"]["catalog-db-init"]["condition"]
     assert condition == "service_completed_successfully"
-
-
-def test_the_catalog_reaches_postgres_by_its_service_name_with_psycopg_3() -> None:
-    url = environment("catalog-api")["DATABASE_URL"]
-    assert url.startswith("postgresql+psycopg://postgres:")
-    assert url.endswith("@postgres:5432/" + environment("postgres")["POSTGRES_DB"])
-    assert environment("postgres")["POSTGRES_PASSWORD"] in url
 
 
 def test_the_sidecar_with_a_state_store_waits_for_redis() -> None:
@@ -525,25 +511,7 @@ def test_every_image_is_pinned_to_a_tag() -> None:
         assert image_is_pinned(service["image"]), f"{name}: {service['image']}"
 
 
-def test_redis_keeps_an_append_only_file_on_a_named_volume() -> None:
-    redis = services()["redis"]
-    command = redis["command"]
-    assert command[command.index("--appendonly") + 1] == "yes"
-    assert "redis-data:/data" in redis["volumes"]
-    assert "redis-data" in compose()["volumes"]
-
-
-def test_postgres_keeps_its_data_on_a_named_volume() -> None:
-    assert "postgres-data:/var/lib/postgresql/data" in services()["postgres"]["volumes"]
-    assert "postgres-data" in compose()["volumes"]
-
-
 # -- the Dockerfiles ----------------------------------------------------------------------------
-@pytest.mark.parametrize("path", dockerfiles(), ids=lambda p: p.parent.name)
-def test_dockerfile_builds_in_one_stage_and_runs_in_another(path: Path) -> None:
-    assert len(parse_dockerfile(path).stages) >= 2
-
-
 @pytest.mark.parametrize("path", dockerfiles(), ids=lambda p: p.parent.name)
 def test_dockerfile_pins_every_image_it_uses(path: Path) -> None:
     dockerfile = parse_dockerfile(path)
@@ -608,14 +576,6 @@ def test_dockerfile_takes_only_the_virtual_environment_into_the_runtime_image(pa
     copies = runtime.args("COPY") + runtime.args("ADD")
     assert [copy.split()[-2:] for copy in copies] == [["/app/.venv", "/app/.venv"]]
     assert not any("uv" in run.split() or "pip" in run for run in runtime.args("RUN"))
-
-
-@pytest.mark.parametrize("path", dockerfiles(), ids=lambda p: p.parent.name)
-def test_dockerfile_has_a_healthcheck_on_readyz(path: Path) -> None:
-    healthchecks = parse_dockerfile(path).runtime.args("HEALTHCHECK")
-    assert len(healthchecks) == 1
-    assert "urllib" in healthchecks[0]
-    assert "/readyz" in healthchecks[0]
 
 
 @pytest.mark.parametrize("path", dockerfiles(), ids=lambda p: p.parent.name)

@@ -25,6 +25,7 @@ class Target:
     basket_url: str
     restart_basket: Callable[[], None]
     jwt_secret: str
+    web_url: str | None = None
 
     def client(self, user: str, *, admin: bool = False, service: str = "basket") -> httpx.Client:
         token = mint_token(self.jwt_secret, user, admin=admin)
@@ -66,7 +67,8 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
     catalog_url = os.environ.get("E2E_CATALOG_URL")
     secret = os.environ.get("JWT_SECRET", DEMO_JWT_SECRET)
     if basket_url and catalog_url:
-        yield Target(catalog_url, basket_url, _compose_restarter(basket_url), secret)
+        web_url = os.environ.get("E2E_WEB_URL")
+        yield Target(catalog_url, basket_url, _compose_restarter(basket_url), secret, web_url)
         return
     stack = request.getfixturevalue("stack")
 
@@ -75,4 +77,6 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
         stack.stop_process("basket-api-dapr")
         stack.start_app_with_sidecar("basket-api")
 
-    yield Target(stack.url("catalog-api"), stack.url("basket-api"), restart, secret)
+    yield Target(
+        stack.url("catalog-api"), stack.url("basket-api"), restart, secret, stack.url("webshop")
+    )

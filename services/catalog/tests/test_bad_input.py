@@ -43,11 +43,33 @@ def test_by_ids_without_ids_is_a_422_problem(client, assert_problem):
     assert_problem(client.get("/api/catalog/items/by-ids"), 422, "ids")
 
 
-@pytest.mark.parametrize("item_id", ["abc", "0", "-1", str(2**31), "99999999999999999999"])
+@pytest.mark.parametrize("item_id", ["0", str(2**31), "99999999999999999999"])
 @pytest.mark.parametrize("suffix", ["", "/picture"])
-def test_malformed_item_ids_in_the_path_are_422_problems(client, assert_problem, item_id, suffix):
+def test_item_ids_out_of_range_in_the_path_are_422_problems(
+    client, assert_problem, item_id, suffix
+):
     response = client.get(f"/api/catalog/items/{item_id}{suffix}")
     assert_problem(response, 422, "item_id")
+
+
+@pytest.mark.parametrize("item_id", ["abc", "-1", "1.5", "%201"])
+@pytest.mark.parametrize("suffix", ["", "/picture"])
+def test_a_path_segment_that_is_not_digits_names_no_item(client, assert_problem, item_id, suffix):
+    assert_problem(client.get(f"/api/catalog/items/{item_id}{suffix}"), 404)
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "POST"])
+def test_other_methods_on_by_ids_are_405_naming_get(client, assert_problem, method):
+    """RFC 9110 §15.5.6: a 405 lists the methods the resource does support in `Allow`."""
+    response = client.request(method, "/api/catalog/items/by-ids")
+    assert_problem(response, 405)
+    assert response.headers["allow"] == "GET"
+
+
+def test_405_names_every_method_of_the_path(client, assert_problem):
+    response = client.request("PATCH", "/api/catalog/items/1")
+    assert_problem(response, 405)
+    assert response.headers["allow"] == "GET, PUT, DELETE"
 
 
 @pytest.mark.parametrize(

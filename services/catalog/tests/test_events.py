@@ -4,10 +4,12 @@ change and only with it; stock is reserved all-or-nothing, once per event id."""
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import sessionmaker
 
+from catalog import repository
 from catalog.events import UserCheckoutAccepted
 from catalog.service import ReservationOutcome, reserve_stock
 
@@ -121,3 +123,67 @@ def test_a_reservation_short_on_one_line_takes_nothing_and_queues_a_rejection(ap
             "shortages": [{"productId": short["id"], "requested": 2, "available": 1}],
         }
     ]
+
+
+# -- retention -------------------------------------------------------------------------------
+
+
+def age_events(db: Engine, event_ids: list[str], days: int) -> None:
+    """Make handled events and outbox rows look `days` old, as if the clock had moved on."""
+    with db.begin() as conn:
+        conn.execute(
+            text("update processed_event set processed_at = now() - make_interval(days => :d) "
+                 "where event_id = any(:ids)"),
+            {"d": days, "ids": event_ids},
+        )  # fmt: skip
+
+
+def test_handled_event_ids_past_the_window_are_removed_and_those_inside_still_deduplicate(api, db):
+    item = api.create_item(availableStock=10)
+    factory = sessionmaker(db)
+    old, recent = str(uuid.uuid4()), str(uuid.uuid4())
+    assert reserve_stock(factory, old, checkout((item["id"], 1))) == ReservationOutcome.RESERVED
+    assert reserve_stock(factory, recent, checkout((item["id"], 1))) == ReservationOutcome.RESERVED
+    age_events(db, [old], days=8)
+
+    with factory.begin() as session:
+        repository.remove_expired_events(session, timedelta(days=7))
+
+    with db.connect() as conn:
+        kept = conn.execute(
+            text("select event_id from processed_event where event_id = any(:ids)"),
+            {"ids": [old, recent]},
+        ).scalars().all()  # fmt: skip
+    assert kept == [recent]
+    # A replay inside the window is still a duplicate: the stock moves once.
+    event = checkout((item["id"], 1))
+    assert reserve_stock(factory, recent, event) == ReservationOutcome.DUPLICATE
+    assert api.get_item(item["id"])["availableStock"] == 8
+
+
+def test_published_outbox_rows_past_the_window_go_and_unpublished_ones_stay_however_old(api, db):
+    items = [api.create_item(price=10) for _ in range(3)]
+    for item in items:
+        body = {k: v for k, v in item.items() if k in api.new_item()}
+        resp = api.client.put(f"/api/catalog/items/{item['id']}", json={**body, "price": 12},
+                              headers=api.admin_headers)  # fmt: skip
+        assert resp.status_code == 200
+    old_published, new_published, old_unpublished = (str(item["id"]) for item in items)
+    with db.begin() as conn:
+        conn.execute(
+            text("update outbox_message set created_at = now() - interval '30 days', "
+                 "published_at = case payload->>'productId' "
+                 "  when :old then now() - interval '8 days' when :new then now() "
+                 "  else null end "
+                 "where payload->>'productId' = any(:ids)"),
+            {"old": old_published, "new": new_published,
+             "ids": [old_published, new_published, old_unpublished]},
+        )  # fmt: skip
+
+    with sessionmaker(db).begin() as session:
+        removed = repository.remove_expired_events(session, timedelta(days=7))
+
+    assert removed[0] >= 1
+    assert outbox_rows(db, int(old_published)) == []
+    assert len(outbox_rows(db, int(new_published))) == 1
+    assert len(outbox_rows(db, int(old_unpublished))) == 1

@@ -30,6 +30,7 @@ def up(args: argparse.Namespace) -> int:
         state_store=args.state_store,
         free_ports=args.free_ports,
         stream_logs=True,
+        replicas=dict(args.replicas),
     )
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -39,9 +40,9 @@ def up(args: argparse.Namespace) -> int:
         print("\nThe stack is ready (Ctrl-C stops everything):", flush=True)
         if STOREFRONT in stack.apps:
             print(f"\n  Open the storefront: {stack.url(STOREFRONT)}/\n")
-        for app_id in stack.apps:
-            if app_id != STOREFRONT:
-                print(f"  {app_id:<12} {stack.url(app_id)}/docs   sidecar {stack.dapr_url(app_id)}")
+        for name in stack.instances:
+            if name != STOREFRONT:
+                print(f"  {name:<12} {stack.url(name)}/docs   sidecar {stack.dapr_url(name)}")
         print(f"\nA token for alice:\n  export TOKEN={mint_token(DEMO_JWT_SECRET, 'alice')}")
         print(f'  curl -H "Authorization: Bearer $TOKEN" {stack.url("basket-api")}/api/basket')
         print("\nThe sidecars require their API token; alice's basket, straight from the store:")
@@ -77,6 +78,13 @@ def lost_updates(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replicas(text: str) -> tuple[str, int]:
+    app_id, _, count = text.partition("=")
+    if not count.isdigit() or int(count) < 1:
+        raise argparse.ArgumentTypeError(f"expected APP_ID=N with N >= 1, got {text!r}")
+    return app_id, int(count)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="devstack", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -85,6 +93,14 @@ def main(argv: list[str] | None = None) -> None:
     p_up.add_argument("--state-store", choices=STATE_STORES, default="redis")
     p_up.add_argument(
         "--free-ports", action="store_true", help="pick free ports instead of dapr.yaml's"
+    )
+    p_up.add_argument(
+        "--replicas",
+        type=_replicas,
+        action="append",
+        default=[],
+        metavar="APP_ID=N",
+        help="run N processes of an app, each with its own sidecar (e.g. basket-api=2)",
     )
     p_up.set_defaults(func=up)
     p_docs = sub.add_parser("docs", help="rewrite the files included in docs/ from the repo")

@@ -56,9 +56,19 @@ class Proc:
             pass
 
 
+# Ports of a further replica of an app: dapr.yaml's plus this much for each replica after the first.
+REPLICA_PORT_STEP = 10
+
+
 @dataclass
 class Stack:
-    """Start with `start()`, stop with `stop()`. Ports come from dapr.yaml unless `free_ports`."""
+    """Start with `start()`, stop with `stop()`. Ports come from dapr.yaml unless `free_ports`.
+
+    `replicas` runs more than one process of an app (`{"basket-api": 2}`), each with its own
+    sidecar under the same app id, as a scaled-out deployment does: the second is the instance
+    `basket-api-2`, on dapr.yaml's ports plus REPLICA_PORT_STEP (or free ports). Every method
+    that takes an app id also takes an instance name.
+    """
 
     state_dir: Path
     daprd: Path
@@ -69,7 +79,9 @@ class Stack:
     database_url: str | None = None
     redis_url: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    replicas: dict[str, int] = field(default_factory=dict)
     apps: dict[str, AppSpec] = field(init=False)
+    instances: dict[str, AppSpec] = field(init=False)
     postgres: PostgresServer | None = field(default=None, init=False)
     redis: RedisServer | None = field(default=None, init=False)
     procs: dict[str, Proc] = field(default_factory=dict, init=False)
@@ -80,11 +92,31 @@ class Stack:
             raise ValueError(f"state_store must be one of {STATE_STORES}")
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.apps = load_run_file(RUN_FILE)
+        if unknown := set(self.replicas) - set(self.apps):
+            raise ValueError(f"replicas of apps dapr.yaml does not define: {sorted(unknown)}")
         if self.free_ports:
             self.apps = {
                 app_id: spec.with_ports(free_port(), free_port(), free_port(), free_port())
                 for app_id, spec in self.apps.items()
             }
+        self.instances = {}
+        for app_id, spec in self.apps.items():
+            self.instances[app_id] = spec
+            for n in range(2, self.replicas.get(app_id, 1) + 1):
+                ports = (
+                    [free_port() for _ in range(4)]
+                    if self.free_ports
+                    else [
+                        port + (n - 1) * REPLICA_PORT_STEP
+                        for port in (
+                            spec.app_port,
+                            spec.dapr_http_port,
+                            spec.dapr_grpc_port,
+                            spec.dapr_internal_grpc_port,
+                        )
+                    ]
+                )
+                self.instances[f"{app_id}-{n}"] = spec.with_ports(*ports)
 
     # -- infrastructure -------------------------------------------------------------------
     def start_infra(self) -> None:
@@ -183,14 +215,14 @@ class Stack:
         self.procs[name] = proc
         return proc
 
-    def start_sidecar(self, app_id: str) -> None:
-        spec = self.apps[app_id]
+    def start_sidecar(self, name: str) -> None:
+        spec = self.instances[name]
         args = spec.daprd_args(self.resources_path())
-        self._spawn(f"{app_id}-dapr", [str(self.daprd), *args], self._daprd_env(), REPO_ROOT)
+        self._spawn(f"{name}-dapr", [str(self.daprd), *args], self._daprd_env(), REPO_ROOT)
 
-    def start_app(self, app_id: str, extra_env: dict[str, str] | None = None) -> None:
-        spec = self.apps[app_id]
-        self._spawn(app_id, spec.command, self._app_env(spec, extra_env), spec.app_dir)
+    def start_app(self, name: str, extra_env: dict[str, str] | None = None) -> None:
+        spec = self.instances[name]
+        self._spawn(name, spec.command, self._app_env(spec, extra_env), spec.app_dir)
 
     def start_extra_app(self, name: str, app_id: str, port: int, env: dict[str, str]) -> str:
         """Another process of `app_id`'s code on `port`, using the same sidecar: for experiments."""
@@ -215,9 +247,9 @@ class Stack:
         for name, proc in list(self.procs.items()):
             if proc.popen.poll() is None:
                 continue
-            if name.endswith("-dapr") and name.removesuffix("-dapr") in self.apps:
+            if name.endswith("-dapr") and name.removesuffix("-dapr") in self.instances:
                 self.start_sidecar(name.removesuffix("-dapr"))
-            elif name in self.apps:
+            elif name in self.instances:
                 self.start_app(name)
             else:
                 self.check_alive()
@@ -234,11 +266,11 @@ class Stack:
     def log_text(self, name: str) -> str:
         return (self.state_dir / "logs" / f"{name}.log").read_text(errors="replace")
 
-    def url(self, app_id: str) -> str:
-        return f"http://127.0.0.1:{self.apps[app_id].app_port}"
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.instances[name].app_port}"
 
-    def dapr_url(self, app_id: str) -> str:
-        return f"http://127.0.0.1:{self.apps[app_id].dapr_http_port}"
+    def dapr_url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.instances[name].dapr_http_port}"
 
     def wait_ready(self, name: str, url: str | None = None, timeout: float = 90) -> None:
         url = url or self.url(name)
@@ -273,11 +305,11 @@ class Stack:
     def start(self) -> None:
         self.start_infra()
         self.init_catalog_database()
-        for app_id in self.apps:
-            self.start_sidecar(app_id)
-            self.start_app(app_id)
-        for app_id in self.apps:
-            self.wait_ready(app_id)
+        for name in self.instances:
+            self.start_sidecar(name)
+            self.start_app(name)
+        for name in self.instances:
+            self.wait_ready(name)
 
     def stop(self) -> None:
         for name in reversed(list(self.procs)):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -13,6 +15,18 @@ PROBLEM_JSON = "application/problem+json"
 def unique_user(prefix: str = "buyer") -> str:
     """A fresh user id per test, so tests never share a basket and need no cleanup."""
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def eventually(check: Callable[[], Any], timeout: float = 20, what: str = "") -> Any:
+    """Poll `check()` every 0.2 s until it is truthy and return it; fail naming `what` after
+    `timeout` seconds. Events arrive asynchronously."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            assert result, f"not within {timeout}s: {what}"
+            return result
+        time.sleep(0.2)
 
 
 def quantities(basket: dict[str, Any]) -> dict[int, int]:

@@ -19,10 +19,32 @@ from basket.service import BasketService
 from basket.state import StateStoreUnavailable
 from eshop_common.auth import CurrentUser, FromSidecar
 from eshop_common.events import DROP, RETRY, SUCCESS, EventAck, parse_event
-from eshop_common.problems import BadRequest
+from eshop_common.problems import BadRequest, problem_responses
 
-router = APIRouter(prefix="/api/basket", tags=["basket"])
-events_router = APIRouter(prefix="/events", tags=["events"], dependencies=[FromSidecar])
+# Every basket route: a token that is missing or bad (401) or whose subject cannot be a buyer id
+# (400), and a sidecar or state store that does not answer (503).
+router = APIRouter(
+    prefix="/api/basket", tags=["basket"], responses=problem_responses(400, 401, 503)
+)
+events_router = APIRouter(
+    prefix="/events",
+    tags=["events"],
+    dependencies=[FromSidecar],
+    responses=problem_responses(400, 401, 422),
+)
+# What a conditional or contended basket write can also answer (RFC 9110 §13.1, RFC 6585 §3).
+WRITE_PROBLEMS = problem_responses(409, 412, 422, 428)
+# OpenAPI links (3.1 §4.8.20): from a basket to changing or removing its first line.
+FIRST_LINE = {"productId": "$response.body#/items/0/productId"}
+BASKET_LINKS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The basket",
+        "links": {
+            "UpdateFirstLine": {"operationId": "update_basket_item", "parameters": FIRST_LINE},
+            "DeleteFirstLine": {"operationId": "delete_basket_item", "parameters": FIRST_LINE},
+        },
+    }
+}
 
 # The buyer id becomes the state key. Dapr refuses keys containing `||`, and the service keeps
 # its own entries under keys with `:` (prices, checkouts), so buyer ids stay within this set.
@@ -55,6 +77,7 @@ IdempotencyKey = Annotated[
     Header(
         alias="Idempotency-Key",
         description="Repeat a checkout with the same key and it is accepted only once.",
+        json_schema_extra={"pattern": IDEMPOTENCY_KEY.pattern},  # checked below: 400
     ),
 ]
 
@@ -68,7 +91,9 @@ def _unquote(etag: str | None) -> str | None:
     return etag.strip('"')
 
 
-@router.get("", response_model=BasketPublic, response_model_exclude_none=True)
+@router.get(
+    "", response_model=BasketPublic, response_model_exclude_none=True, responses=BASKET_LINKS
+)
 async def read_basket(buyer: BuyerId, baskets: Baskets, response: Response) -> Any:
     """The caller's basket (empty when there is none), with its ETag."""
     basket, etag = await baskets.get(buyer)
@@ -77,7 +102,12 @@ async def read_basket(buyer: BuyerId, baskets: Baskets, response: Response) -> A
     return basket
 
 
-@router.put("", response_model=BasketPublic, response_model_exclude_none=True)
+@router.put(
+    "",
+    response_model=BasketPublic,
+    response_model_exclude_none=True,
+    responses={**BASKET_LINKS, **WRITE_PROBLEMS},
+)
 async def replace_basket(
     body: BasketReplace, buyer: BuyerId, baskets: Baskets, if_match: IfMatch = None
 ) -> Any:
@@ -85,19 +115,29 @@ async def replace_basket(
     return await baskets.replace(buyer, body.items, _unquote(if_match))
 
 
-@router.delete("", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("", status_code=status.HTTP_204_NO_CONTENT, responses=WRITE_PROBLEMS)
 async def delete_basket(buyer: BuyerId, baskets: Baskets, if_match: IfMatch = None) -> None:
     """Empty the caller's basket."""
     await baskets.delete(buyer, _unquote(if_match))
 
 
-@router.post("/items", response_model=BasketPublic, response_model_exclude_none=True)
+@router.post(
+    "/items",
+    response_model=BasketPublic,
+    response_model_exclude_none=True,
+    responses={**BASKET_LINKS, **WRITE_PROBLEMS},
+)
 async def add_basket_item(body: BasketItemAdd, buyer: BuyerId, baskets: Baskets) -> Any:
     """Add a product, or more of it, to the caller's basket."""
     return await baskets.add_item(buyer, body)
 
 
-@router.patch("/items/{productId}", response_model=BasketPublic, response_model_exclude_none=True)
+@router.patch(
+    "/items/{productId}",
+    response_model=BasketPublic,
+    response_model_exclude_none=True,
+    responses={**WRITE_PROBLEMS, **problem_responses(404)},
+)
 async def update_basket_item(
     product_id: ProductIdPath, body: BasketItemUpdate, buyer: BuyerId, baskets: Baskets
 ) -> Any:
@@ -105,13 +145,18 @@ async def update_basket_item(
     return await baskets.set_quantity(buyer, product_id, body.quantity)
 
 
-@router.delete("/items/{productId}", response_model=BasketPublic, response_model_exclude_none=True)
+@router.delete(
+    "/items/{productId}",
+    response_model=BasketPublic,
+    response_model_exclude_none=True,
+    responses={**WRITE_PROBLEMS, **problem_responses(404)},
+)
 async def delete_basket_item(product_id: ProductIdPath, buyer: BuyerId, baskets: Baskets) -> Any:
     """Remove one product from the caller's basket."""
     return await baskets.remove_item(buyer, product_id)
 
 
-@router.post("/checkout", status_code=status.HTTP_202_ACCEPTED)
+@router.post("/checkout", status_code=status.HTTP_202_ACCEPTED, responses=WRITE_PROBLEMS)
 async def checkout_basket(
     body: CheckoutRequest,
     buyer: BuyerId,

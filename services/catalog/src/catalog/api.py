@@ -18,6 +18,7 @@ from catalog.repository import ItemFilter
 from catalog.schemas import (
     BY_IDS_MAX,
     INT32_MAX,
+    NO_NUL_PATTERN,
     PAGE_SIZE_MAX,
     SEARCH_TEXT_MAX,
     BrandPublic,
@@ -31,6 +32,7 @@ from catalog.schemas import (
 )
 from eshop_common.auth import AdminUser, FromSidecar
 from eshop_common.events import DROP, RETRY, SUCCESS, EventAck, parse_event
+from eshop_common.problems import problem_responses
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,8 @@ async def get_pictures(request: Request) -> PictureStore:
 # reported to the client instead of being lost after a 2xx.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 PicturesDep = Annotated[PictureStore, Depends(get_pictures)]
+# Routes spell it `{item_id:int}`: a path segment that is not digits names no item (404), and
+# `/items/by-ids` never reaches the item routes, so a PUT there is 405, not a bad id.
 ItemId = Annotated[int, Path(ge=1, le=INT32_MAX, description="The item's id")]
 
 
@@ -69,7 +73,11 @@ def _search_text(value: str | None) -> str | None:
 
 SearchText = Annotated[
     str | None,
-    Query(max_length=SEARCH_TEXT_MAX, description="Words to look for in name and description"),
+    Query(
+        max_length=SEARCH_TEXT_MAX,
+        pattern=NO_NUL_PATTERN,
+        description="Words to look for in name and description",
+    ),
     AfterValidator(_search_text),
 ]
 IdList = Annotated[
@@ -85,7 +93,7 @@ IdList = Annotated[
 router = APIRouter(prefix="/api/catalog", tags=["catalog"])
 
 
-@router.get("/items")
+@router.get("/items", responses=problem_responses(422, 503))
 def read_items(
     session: SessionDep,
     page_index: Annotated[int, Query(alias="pageIndex", ge=0, le=PAGE_INDEX_MAX)] = 0,
@@ -105,13 +113,13 @@ def read_items(
     )
 
 
-@router.get("/items/by-ids")
+@router.get("/items/by-ids", responses=problem_responses(422, 503))
 def read_items_by_ids(session: SessionDep, ids: IdList) -> list[ItemPublic]:
     """The items with the given ids, in the order asked for; unknown ids are left out."""
     return [ItemPublic.from_model(item) for item in service.get_items(session, ids)]
 
 
-@router.get("/items/{item_id}")
+@router.get("/items/{item_id:int}", responses=problem_responses(404, 422, 503))
 def read_item(session: SessionDep, item_id: ItemId) -> ItemPublic:
     """One catalog item."""
     return ItemPublic.from_model(service.get_item(session, item_id))
@@ -127,11 +135,12 @@ def _not_modified(
 
 
 @router.get(
-    "/items/{item_id}/picture",
+    "/items/{item_id:int}/picture",
     response_class=Response,
     responses={
         200: {"content": {"image/svg+xml": {}, "image/png": {}, "image/jpeg": {}}},
         304: {"description": "The client's copy is current"},
+        **problem_responses(404, 422, 503),
     },
 )
 def read_item_picture(
@@ -156,19 +165,38 @@ def read_item_picture(
     return Response(picture.content, media_type=picture.content_type, headers=headers)
 
 
-@router.get("/brands")
+@router.get("/brands", responses=problem_responses(503))
 def read_brands(session: SessionDep) -> list[BrandPublic]:
     """Every brand, by name."""
     return [BrandPublic.from_model(brand) for brand in service.list_brands(session)]
 
 
-@router.get("/types")
+@router.get("/types", responses=problem_responses(503))
 def read_types(session: SessionDep) -> list[TypePublic]:
     """Every item type, by name."""
     return [TypePublic.from_model(type_) for type_ in service.list_types(session)]
 
 
-@router.post("/items", status_code=status.HTTP_201_CREATED)
+# OpenAPI links (3.1 §4.8.20): what a client can do next with the item it created or changed.
+ITEM_LINKS = {
+    "ReadItem": {"operationId": "read_item", "parameters": {"item_id": "$response.body#/id"}},
+    "ReadItemPicture": {
+        "operationId": "read_item_picture",
+        "parameters": {"item_id": "$response.body#/id"},
+    },
+    "UpdateItem": {"operationId": "update_item", "parameters": {"item_id": "$response.body#/id"}},
+    "DeleteItem": {"operationId": "delete_item", "parameters": {"item_id": "$response.body#/id"}},
+}
+
+
+@router.post(
+    "/items",
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        201: {"description": "The new item", "links": ITEM_LINKS},
+        **problem_responses(400, 401, 403, 409, 422, 503),
+    },
+)
 def create_item(
     _admin: AdminUser,
     session: SessionDep,
@@ -182,7 +210,13 @@ def create_item(
     return ItemPublic.from_model(item)
 
 
-@router.put("/items/{item_id}")
+@router.put(
+    "/items/{item_id:int}",
+    responses={
+        200: {"description": "The item as it is now", "links": ITEM_LINKS},
+        **problem_responses(400, 401, 403, 404, 409, 422, 503),
+    },
+)
 def update_item(
     _admin: AdminUser,
     session: SessionDep,
@@ -194,13 +228,22 @@ def update_item(
     return ItemPublic.from_model(service.update_item(session, pictures, item_id, data))
 
 
-@router.delete("/items/{item_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/items/{item_id:int}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(401, 403, 404, 422, 503),
+)
 def delete_item(_admin: AdminUser, session: SessionDep, item_id: ItemId) -> None:
     """Remove an item from the catalog (admin only)."""
     service.delete_item(session, item_id)
 
 
-events_router = APIRouter(prefix="/events", tags=["events"], dependencies=[FromSidecar])
+events_router = APIRouter(
+    prefix="/events",
+    tags=["events"],
+    dependencies=[FromSidecar],
+    responses=problem_responses(400, 401, 422),
+)
 
 
 @events_router.post("/user-checkout-accepted")

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from pydantic import SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from sqlalchemy.engine import make_url
 
 from eshop_common.settings import ServiceSettings
@@ -32,6 +32,11 @@ class Settings(ServiceSettings):
     outbox_relay_enabled: bool = True
     # How often the relay looks for unpublished events when there was nothing to do.
     outbox_poll_seconds: float = 0.25
+    # How long a published outbox row and a handled event's id are kept (docs/06). A delivery of
+    # an event whose id is older than this is handled again, so the window must be longer than
+    # any redelivery can come: pub/sub retries take seconds, and a dead letter an operator
+    # replays is one the dead-letter topic still holds. A week, by default.
+    event_retention_seconds: int = Field(default=7 * 24 * 3600, ge=3600)
 
     @property
     def dapr_url(self) -> str:

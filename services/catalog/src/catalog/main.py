@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TypedDict
+from datetime import timedelta
+from typing import Any, TypedDict
 
 from fastapi import FastAPI, Request
 from sqlalchemy import Engine
@@ -17,7 +18,7 @@ from catalog.config import Settings
 from catalog.outbox import OutboxRelay
 from catalog.pictures import PictureStore
 from catalog.publisher import Publisher
-from eshop_common.app import create_app, freeze_startup_objects
+from eshop_common.app import create_app, extend_openapi, freeze_startup_objects
 
 APP_ID = "catalog-api"
 
@@ -40,7 +41,12 @@ def create_catalog_app(settings: Settings | None = None) -> FastAPI:
         engine = repository.make_engine(settings)
         factory = repository.make_sessionmaker(engine)
         publisher = Publisher(settings)
-        relay = OutboxRelay(factory, publisher, settings.outbox_poll_seconds)
+        relay = OutboxRelay(
+            factory,
+            publisher,
+            settings.outbox_poll_seconds,
+            timedelta(seconds=settings.event_retention_seconds),
+        )
         if settings.outbox_relay_enabled:
             relay.start()
         freeze_startup_objects()
@@ -65,7 +71,19 @@ def create_catalog_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(router)
     app.include_router(events_router)
+    pictures = PictureStore(settings.pictures_dir, max_age=settings.picture_max_age)
+    extend_openapi(app, lambda document: name_the_pictures(document, pictures.names()))
     return app
+
+
+def name_the_pictures(document: dict[str, Any], names: list[str]) -> None:
+    """An item may name only a picture the catalog ships with: say which, so that the document
+    refuses what the service refuses (anything else is 422)."""
+    for model in ("ItemCreate", "ItemUpdate"):
+        member = document["components"]["schemas"][model]["properties"]["pictureFileName"]
+        for choice in member["anyOf"]:
+            if choice.get("type") == "string":
+                choice["enum"] = names
 
 
 app = create_catalog_app()

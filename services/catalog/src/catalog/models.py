@@ -117,6 +117,12 @@ class OutboxMessage(Base):
             "id",
             postgresql_where=text("published_at IS NULL"),
         ),
+        # For removing published rows once they are older than the retention window.
+        Index(
+            "ix_outbox_message_published_at",
+            "published_at",
+            postgresql_where=text("published_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -133,6 +139,7 @@ class ProcessedEvent(Base):
     second delivery of the same event id changes nothing."""
 
     __tablename__ = "processed_event"
+    __table_args__ = (Index("ix_processed_event_processed_at", "processed_at"),)
 
     event_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     topic: Mapped[str] = mapped_column(String(100))

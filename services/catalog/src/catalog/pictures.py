@@ -34,6 +34,14 @@ class PictureStore:
         self._cache: dict[str, Picture] = {}
         self._lock = threading.Lock()
 
+    def names(self) -> list[str]:
+        """Every picture an item may name."""
+        return sorted(
+            path.name
+            for path in self._directory.iterdir()
+            if path.suffix.lower() in CONTENT_TYPES and path.is_file()
+        )
+
     def get(self, file_name: str) -> Picture | None:
         with self._lock:
             picture = self._cache.get(file_name)

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cache
 from typing import Any
 
@@ -293,6 +294,26 @@ def lock_unpublished(session: Session, limit: int) -> Sequence[OutboxMessage]:
 def mark_published(session: Session, message: OutboxMessage) -> None:
     message.published_at = func.now()
     session.flush()
+
+
+def remove_expired_events(
+    session: Session, older_than: timedelta, batch: int = 1000
+) -> tuple[int, int]:
+    """Delete up to `batch` published outbox rows and up to `batch` processed event ids older
+    than `older_than`; return how many of each went. Unpublished rows stay, however old. Small
+    batches keep each delete's locks short: call again while either count is `batch`."""
+    expired = func.now() - older_than
+    published = (
+        select(OutboxMessage.id)
+        .where(OutboxMessage.published_at.is_not(None), OutboxMessage.published_at < expired)
+        .limit(batch)
+    )
+    handled = (
+        select(ProcessedEvent.event_id).where(ProcessedEvent.processed_at < expired).limit(batch)
+    )
+    outbox = session.execute(delete(OutboxMessage).where(OutboxMessage.id.in_(published)))
+    events = session.execute(delete(ProcessedEvent).where(ProcessedEvent.event_id.in_(handled)))
+    return outbox.rowcount, events.rowcount  # type: ignore[attr-defined]
 
 
 def claim_event(session: Session, event_id: str, topic: str, outcome: str) -> bool:

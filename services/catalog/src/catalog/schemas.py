@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Annotated, Generic, TypeVar
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
     StringConstraints,
+    WithJsonSchema,
 )
 from pydantic.alias_generators import to_camel
 
@@ -43,13 +46,47 @@ def storable_text(value: str) -> str:
     return value
 
 
+# Python's whitespace (what `str.isspace()` and `str.strip()` see), spelled out: the regex
+# dialects that read these patterns (JSON Schema's ECMA-262, Python's, Rust's in pydantic-core)
+# disagree on `\s`, and the OpenAPI document must refuse exactly what the service refuses.
+_SPACE = "".join(f"\\u{ord(c):04x}" for c in map(chr, range(0x3001)) if c.isspace())
+# 1 to NAME_MAX characters, no NUL, and any whitespace around them (which the service strips).
+NAME_PATTERN = (
+    rf"^[{_SPACE}]*[^{_SPACE}\u0000](?:[^\u0000]{{0,{NAME_MAX - 2}}}[^{_SPACE}\u0000])?[{_SPACE}]*$"
+)
+NO_NUL_PATTERN = r"^[^\u0000]*$"
+PRICE_MAX = Decimal(10 ** (PRICE_DIGITS - PRICE_SCALE)) - Decimal(1).scaleb(-PRICE_SCALE)
+PRICE_TEXT = re.compile(
+    rf"(0|[1-9][0-9]{{0,{PRICE_DIGITS - PRICE_SCALE - 1}}})(\.[0-9]{{1,{PRICE_SCALE}}})?"
+)
+
+
+def _price_in(value: object) -> object:
+    # A JSON number, or the same number written as plain decimal text ("12.50"); never a boolean,
+    # an exponent, a sign or leading zeros, which Decimal would otherwise take.
+    if isinstance(value, bool) or (isinstance(value, str) and not PRICE_TEXT.fullmatch(value)):
+        raise ValueError(f"must be a number from 0 to {PRICE_MAX} with at most two decimals")
+    return value
+
+
+def _name(value: str) -> str:
+    if not re.fullmatch(NAME_PATTERN, value):
+        raise ValueError(
+            f"must have 1 to {NAME_MAX} characters besides surrounding whitespace, and no NUL"
+        )
+    return value.strip()
+
+
 Name = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX),
+    AfterValidator(_name),
     AfterValidator(storable_text),
+    WithJsonSchema({"type": "string", "pattern": NAME_PATTERN}, mode="validation"),
 ]
 Description = Annotated[
-    str, StringConstraints(max_length=DESCRIPTION_MAX), AfterValidator(storable_text)
+    str,
+    StringConstraints(max_length=DESCRIPTION_MAX, pattern=NO_NUL_PATTERN),
+    AfterValidator(storable_text),
 ]
 PictureFileName = Annotated[
     str,
@@ -57,14 +94,37 @@ PictureFileName = Annotated[
         max_length=PICTURE_FILE_NAME_MAX,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*\.(svg|png|jpe?g|webp)$",
     ),
+    Field(description="One of the pictures the catalog ships with; another name is 422"),
 ]
 Id = Annotated[int, Field(ge=1, le=INT32_MAX)]
 Quantity = Annotated[int, Field(ge=0, le=INT32_MAX)]
-# In: a JSON number or numeric string with at most two decimals. Out: a JSON number.
+
+
+def _json_integer(value: object) -> object:
+    # JSON Schema's `integer` is a number without a fraction (2020-12 §6.1.1: 7.0 is one too);
+    # pydantic would also take true/false and digit strings, which the document refuses.
+    if isinstance(value, bool | str):
+        raise ValueError("must be a JSON integer")
+    return value
+
+
+BodyId = Annotated[Id, BeforeValidator(_json_integer)]
+BodyQuantity = Annotated[Quantity, BeforeValidator(_json_integer)]
+# In: a JSON number or plain decimal text with at most two decimals. Out: a JSON number.
 Price = Annotated[
     Decimal,
-    Field(ge=0, max_digits=PRICE_DIGITS, decimal_places=PRICE_SCALE),
+    BeforeValidator(_price_in),
+    Field(ge=0, le=PRICE_MAX, max_digits=PRICE_DIGITS, decimal_places=PRICE_SCALE),
     PlainSerializer(float, return_type=float, when_used="json"),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": float(PRICE_MAX), "multipleOf": 0.01},
+                {"type": "string", "pattern": f"^{PRICE_TEXT.pattern}$"},
+            ]
+        },
+        mode="validation",
+    ),
 ]
 
 
@@ -81,11 +141,15 @@ class ItemWrite(CamelModel):
     description: Description = ""
     price: Price
     picture_file_name: PictureFileName | None = None
-    catalog_brand_id: Id
-    catalog_type_id: Id
-    available_stock: Quantity = 0
-    restock_threshold: Quantity = 0
-    max_stock_threshold: Quantity = 0
+    catalog_brand_id: Annotated[
+        BodyId, Field(description="A brand from GET /api/catalog/brands; another id is 422")
+    ]
+    catalog_type_id: Annotated[
+        BodyId, Field(description="A type from GET /api/catalog/types; another id is 422")
+    ]
+    available_stock: BodyQuantity = 0
+    restock_threshold: BodyQuantity = 0
+    max_stock_threshold: BodyQuantity = 0
 
 
 class ItemCreate(ItemWrite):

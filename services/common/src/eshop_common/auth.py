@@ -12,7 +12,18 @@ from typing import Annotated, Any
 import jwt
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import SecretStr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from eshop_common.problems import Forbidden, Unauthorized
 from eshop_common.settings import DEMO_JWT_SECRET
@@ -20,6 +31,9 @@ from eshop_common.settings import DEMO_JWT_SECRET
 ALGORITHM = "HS256"
 ISSUER = "eshop-demo"
 ADMIN_ROLE = "admin"
+SUBJECT_MAX = 128
+ROLE_MAX = 64
+ROLES_MAX = 16
 
 
 @dataclass(frozen=True)
@@ -32,14 +46,53 @@ class User:
         return ADMIN_ROLE in self.roles
 
 
+# RFC 7519 §2: a NumericDate is a JSON number of seconds (fractions allowed); never a string,
+# a boolean or null, which PyJWT's own checks would coerce or let through.
+NumericDate = StrictInt | Annotated[StrictFloat, Field(allow_inf_nan=False)]
+Subject = Annotated[StrictStr, StringConstraints(min_length=1, max_length=SUBJECT_MAX)]
+Role = Annotated[StrictStr, StringConstraints(max_length=ROLE_MAX)]
+
+
+class Claims(BaseModel):
+    """The claims this sample reads, with the types RFC 7519 §4.1 gives them. A token whose claims
+    have other types is refused as a whole (RFC 8725 §3.11: validate every claim you use)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    sub: Subject
+    iss: StrictStr
+    exp: NumericDate
+    iat: NumericDate | None = None
+    nbf: NumericDate | None = None
+    role: Role | Annotated[list[Role], Field(max_length=ROLES_MAX)] = Field(default_factory=list)
+
+    @field_validator("sub")
+    @classmethod
+    def _usable_subject(cls, sub: str) -> str:
+        if not sub.strip() or "\x00" in sub:
+            raise ValueError("not a usable user id")
+        return sub
+
+    @property
+    def roles(self) -> frozenset[str]:
+        return frozenset([self.role] if isinstance(self.role, str) else self.role)
+
+
 class TokenVerifier:
     def __init__(self, secret: str, *, leeway_seconds: int = 5) -> None:
         self._secret = secret
         self._leeway = leeway_seconds
 
     def verify(self, token: str) -> User:
+        """The user a bearer token names.
+
+        PyJWT checks the signature and algorithm (RFC 8725 §3.1), the presence of `sub`, `exp` and
+        `iss`, the issuer and the times (RFC 7519 §4.1.1, §4.1.4, §4.1.5); `Claims` then checks
+        that every claim the sample reads has its RFC 7519 type. Raises `Unauthorized` (401) for
+        any token that fails either, whatever its claims hold.
+        """
         try:
-            claims = jwt.decode(
+            payload = jwt.decode(
                 token,
                 self._secret,
                 algorithms=[ALGORITHM],
@@ -50,15 +103,15 @@ class TokenVerifier:
         except jwt.ExpiredSignatureError:
             raise Unauthorized("The bearer token has expired.") from None
         except jwt.InvalidTokenError as exc:
-            raise Unauthorized(f"The bearer token is not valid: {exc}.") from None
-        sub = claims["sub"]
-        if not isinstance(sub, str) or not sub.strip() or len(sub) > 128 or "\x00" in sub:
-            raise Unauthorized("The bearer token's subject is not a usable user id.")
-        role = claims.get("role", [])
-        roles = frozenset(
-            [role] if isinstance(role, str) else [r for r in role if isinstance(r, str)]
-        )
-        return User(id=sub, roles=roles)
+            raise Unauthorized(f"The bearer token is not valid: {str(exc).rstrip('.')}.") from None
+        try:
+            claims = Claims.model_validate(payload)
+        except ValidationError as exc:
+            names = sorted({str(err["loc"][0]) for err in exc.errors() if err["loc"]})
+            raise Unauthorized(
+                f"The bearer token's claims have the wrong type or size: {', '.join(names)}."
+            ) from None
+        return User(id=claims.sub, roles=claims.roles)
 
 
 def mint_token(

@@ -4,6 +4,8 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Request
 
+from eshop_common.problems import problem_responses
+
 # Raises a `Problem` (usually ServiceUnavailable) when a dependency is not ready.
 ReadinessCheck = Callable[[Request], Awaitable[None]]
 
@@ -16,7 +18,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=problem_responses(503))
 async def readyz(request: Request) -> dict[str, str]:
     """Every dependency the service needs answers."""
     check: ReadinessCheck = request.app.state.readiness_check

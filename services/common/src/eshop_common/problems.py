@@ -1,20 +1,137 @@
-"""RFC 9457 problem details: one exception hierarchy, rendered by one set of handlers."""
+"""RFC 9457 problem details: one exception hierarchy, rendered by one set of handlers, and one
+schema that every route's error responses declare in the OpenAPI document."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
 from http import HTTPStatus
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
 
 PROBLEM_JSON = "application/problem+json"
 
 log = logging.getLogger(__name__)
+
+
+class FieldError(BaseModel):
+    """One input the service refused: where it was and what was wrong with it."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    field: str
+    in_: Literal["body", "query", "path", "header", "cookie"] = Field(alias="in")
+    message: str
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457 §3.1: what went wrong, in a body a client can rely on. Extension members (§3.2) such
+    as `errors` or `itemId` may follow; clients ignore those they do not know."""
+
+    model_config = ConfigDict(extra="allow", title="ProblemDetails")
+
+    type: Annotated[str, Field(json_schema_extra={"format": "uri-reference"})] = "about:blank"
+    title: str
+    status: Annotated[int, Field(ge=400, le=599)]
+    detail: str | SkipJsonSchema[None] = None
+    instance: str | SkipJsonSchema[None] = None
+    errors: list[FieldError] | SkipJsonSchema[None] = None
+
+
+PROBLEM_SCHEMA_REF = {"$ref": "#/components/schemas/ProblemDetails"}
+
+# Why a service answers each status. `problem_responses` declares them on a route, so the OpenAPI
+# document lists every status the route can return (RFC 9457 §3: as application/problem+json).
+REASONS: dict[int, str] = {
+    400: "The request is malformed: not JSON, or a header the service cannot parse",
+    401: "No bearer token, or one that is expired, forged or has claims of the wrong type",
+    403: "The token is valid but lacks the role this operation needs",
+    404: "The resource does not exist",
+    409: "The request conflicts with the resource's current state",
+    412: "A precondition (If-Match, If-None-Match) does not hold (RFC 9110 §13.1)",
+    415: "The request body is not JSON",
+    422: "The body or a parameter is well-formed but not acceptable; `errors` names the fields",
+    428: "This write needs a precondition header (RFC 6585 §3)",
+    503: "A dependency is unavailable or the service is overloaded; retry after Retry-After",
+}
+_HEADERS: dict[int, dict[str, Any]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": "The scheme to authenticate with (RFC 6750 §3)",
+            "schema": {"type": "string"},
+        }
+    },
+    503: {
+        "Retry-After": {
+            "description": "Seconds to wait before retrying (RFC 9110 §10.2.3)",
+            "schema": {"type": "string"},
+        }
+    },
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` for these error statuses, each an RFC 9457 problem details body."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        response: dict[str, Any] = {
+            "description": REASONS.get(status, HTTPStatus(status).phrase),
+            "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA_REF}},
+        }
+        if status in _HEADERS:
+            response["headers"] = _HEADERS[status]
+        responses[status] = response
+    return responses
+
+
+def _declare_input_problems(operation: dict[str, Any]) -> None:
+    # FastAPI adds its own 422 (HTTPValidationError, application/json) to every operation with
+    # inputs; ours is problem details. A JSON body that does not parse is 400
+    # (`_on_validation_error`).
+    responses = operation.setdefault("responses", {})
+    if "422" in responses and PROBLEM_JSON not in responses["422"].get("content", {}):
+        responses["422"] = problem_responses(422)[422]
+    if "requestBody" in operation and "400" not in responses:
+        responses["400"] = problem_responses(400)[400]
+
+
+def install_problem_schema(app: FastAPI) -> None:
+    """Put `ProblemDetails` in the app's OpenAPI components, where `problem_responses` points,
+    and drop FastAPI's own validation-error schemas, which no response of ours has."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                openapi_version=app.openapi_version,
+                description=app.description,
+                routes=app.routes,
+            )
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            problem = ProblemDetails.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(problem.pop("$defs", {}))
+            for member in problem["properties"].values():
+                if member.get("default", "") is None:  # absent, not null, on the wire
+                    del member["default"]
+            components["ProblemDetails"] = problem
+            for unused in ("HTTPValidationError", "ValidationError"):
+                components.pop(unused, None)
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    _declare_input_problems(operation)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 class Problem(Exception):
@@ -138,10 +255,31 @@ async def _on_validation_error(_: Request, exc: Exception) -> JSONResponse:
     return problem_response(422, detail, title="Validation failed", errors=errors)
 
 
-async def _on_http_exception(_: Request, exc: Exception) -> JSONResponse:
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> str:
+    # Starlette's 405 names only the methods of the first route whose path matched, but FastAPI
+    # makes one route per method: ask the router which methods this path takes (RFC 9110
+    # §15.5.6, §10.2.1).
+    routes: list[BaseRoute] = request.app.router.routes
+    allowed = [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
+    return ", ".join(allowed)
+
+
+async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if exc.detail != HTTPStatus(exc.status_code).phrase else None
-    return problem_response(exc.status_code, detail, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request)
+    return problem_response(exc.status_code, detail, headers=headers)
 
 
 async def _on_unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -150,6 +288,7 @@ async def _on_unexpected(_: Request, exc: Exception) -> JSONResponse:
 
 
 def install_problem_handlers(app: FastAPI) -> None:
+    install_problem_schema(app)
     app.add_exception_handler(Problem, _on_problem)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)

@@ -377,7 +377,8 @@ def _price(text: str) -> Decimal | None:
         return None
     if not value.is_finite() or value < 0 or value != value.quantize(Decimal("0.01")):
         return None
-    return value
+    # Plain text with two decimals ("10.00", never "1E+1" or "-0"): the form the catalog takes.
+    return value.quantize(Decimal("0.01")) + 0
 
 
 @router.post("/admin/items/{item_id}", dependencies=[CsrfChecked])
