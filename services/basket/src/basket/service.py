@@ -362,10 +362,21 @@ class BasketService:
         `basket_conflict_seconds`, StateStoreUnavailable / SidecarUnavailable (503)."""
         deadline = time.monotonic() + self._settings.basket_conflict_seconds
         attempt = 0
+        refused: Basket | None = None
         while True:
             # Strong: the ETag we save against must be the newest one.
             entry = await self._sidecar.get_state(state_key(buyer_id), consistency="strong")
             current = self._basket(buyer_id, entry.value)
+            if (
+                refused is not None
+                and entry.value is not None
+                and current.revision == refused.revision
+            ):
+                # The "refused" save is stored after all: its reply was lost (a store that ended
+                # after writing) and the sidecar's retry under the same ETag was the one refused.
+                # Its revision is this attempt's own, so applying the change again would apply
+                # it twice.
+                return Saved(refused)
             conditions.check(current.revision if entry.value is not None else None)
             changed = change(current)
             self._check_lines(len(changed.items))
@@ -374,6 +385,7 @@ class BasketService:
                 await self._save(changed, entry.etag)
                 return Saved(changed)
             except ETagMismatch:
+                refused = changed
                 if time.monotonic() > deadline:
                     raise BasketConflict(
                         "The basket kept changing while this request tried to update it; try again."

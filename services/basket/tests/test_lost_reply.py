@@ -1,0 +1,83 @@
+"""A save whose reply is lost: the store wrote it, the sidecar never heard back and retried it
+under the same ETag, and that retry was refused as a conflict (an adversarial run saw this when
+Redis was killed during writes: an add acknowledged once was applied twice). The service must
+see that the stored basket is its own write and not apply the change again."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from basket.config import Settings
+from basket.schemas import BasketItemAdd, new_revision
+from basket.service import BasketService, Saved, state_key
+from basket.state import DaprSidecar, ETagMismatch, StoreBreaker
+from devstack.stack import DEMO_DAPR_API_TOKEN, DEMO_JWT_SECRET, Stack
+from devstack.testkit import unique_user
+from eshop_common.auth import mint_token
+
+
+class SidecarThatRetriesLostReplies(DaprSidecar):
+    """The real sidecar, with the first basket save sent twice under the same ETag, as the
+    sidecar's retry policy does when the store wrote it and its reply was lost. The second send
+    reaches the real store and is refused there (ETagMismatch)."""
+
+    lost_replies = 1
+
+    async def save_state(self, key: str, value: Any, **options: Any) -> None:
+        await super().save_state(key, value, **options)
+        if self.lost_replies and not key.startswith(("idempotency:", "product-price:")):
+            self.lost_replies -= 1
+            await super().save_state(key, value, **options)
+
+
+async def add_once(stack: Stack, buyer: str, product_id: int, *, check_revision: bool) -> int:
+    settings = Settings()
+    async with SidecarThatRetriesLostReplies(
+        stack.dapr_url("basket-api"), api_token=DEMO_DAPR_API_TOKEN, timeout_seconds=5,
+        store="statestore", catalog_app_id="catalog-api", pubsub="pubsub",
+        breaker=StoreBreaker(5, 5),
+    ) as sidecar:  # fmt: skip
+        service = BasketService(sidecar, settings)
+        if not check_revision:  # the control: a read-modify-write that only retries conflicts
+            service._read_modify_write = _blind_retry(service)  # type: ignore[method-assign]
+        saved = await service.add_item(buyer, BasketItemAdd(productId=product_id, quantity=1))
+        return sum(item.quantity for item in saved.basket.items)
+
+
+def _blind_retry(service: BasketService) -> Any:
+    async def read_modify_write(buyer_id: str, change: Any, conditions: Any) -> Any:
+        while True:
+            entry = await service._sidecar.get_state(state_key(buyer_id), consistency="strong")
+            changed = change(service._basket(buyer_id, entry.value))
+            changed.revision = new_revision()
+            try:
+                await service._save(changed, entry.etag)
+                return Saved(changed)
+            except ETagMismatch:
+                continue
+
+    return read_modify_write
+
+
+def stored_quantity(stack: Stack, buyer: str) -> int:
+    headers = {"Authorization": f"Bearer {mint_token(DEMO_JWT_SECRET, buyer)}"}
+    basket = httpx.get(f"{stack.url('basket-api')}/api/basket", headers=headers).json()
+    return sum(item["quantity"] for item in basket["items"])
+
+
+def test_an_add_whose_save_reply_was_lost_is_applied_once(basket_stack: Stack, products) -> None:
+    buyer = unique_user("lost-reply")
+    asyncio.run(add_once(basket_stack, buyer, products[0]["id"], check_revision=True))
+    asyncio.run(add_once(basket_stack, buyer, products[0]["id"], check_revision=True))
+    assert stored_quantity(basket_stack, buyer) == 2
+
+
+def test_control_a_loop_that_only_retries_conflicts_applies_it_twice(
+    basket_stack: Stack, products
+) -> None:
+    buyer = unique_user("lost-reply-control")
+    asyncio.run(add_once(basket_stack, buyer, products[0]["id"], check_revision=False))
+    assert stored_quantity(basket_stack, buyer) == 2  # one add, applied twice
