@@ -7,7 +7,6 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -15,7 +14,7 @@ import pytest
 import redis
 
 from devstack.stack import DEMO_APP_API_TOKEN, DEMO_DAPR_API_TOKEN, DEMO_JWT_SECRET, Stack
-from devstack.testkit import assert_problem, quantities, unique_user
+from devstack.testkit import assert_problem, eventually, new_product, quantities, unique_user
 from eshop_common.auth import mint_token
 
 pytestmark = pytest.mark.usefixtures("stack")
@@ -33,17 +32,6 @@ WRITABLE = (
 )  # fmt: skip
 
 
-def eventually(check: Callable[[], Any], timeout: float = 20, what: str = "") -> Any:
-    """Poll until `check()` is truthy; events arrive asynchronously."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            assert result, f"not within {timeout}s: {what}"
-            return result
-        time.sleep(0.2)
-
-
 def stream_events(stack: Stack, topic: str) -> list[dict[str, Any]]:
     """Every CloudEvent published on `topic`, read straight from its Redis stream."""
     store = redis.Redis.from_url(stack.redis_url, decode_responses=True)
@@ -55,25 +43,6 @@ def client(stack: Stack, user: str, service: str = "basket-api", admin: bool = F
     return httpx.Client(
         base_url=stack.url(service), headers={"Authorization": f"Bearer {token}"}, timeout=30
     )
-
-
-def new_product(stack: Stack, *, price: float = 20.0, stock: int = 10) -> dict[str, Any]:
-    """A catalog item of this test's own, so no other test's prices or stock move under it."""
-    admin = client(stack, "admin", "catalog-api", admin=True)
-    brand = admin.get("/api/catalog/brands").json()[0]
-    kind = admin.get("/api/catalog/types").json()[0]
-    resp = admin.post(
-        "/api/catalog/items",
-        json={
-            "name": f"Event test item {uuid.uuid4().hex[:10]}",
-            "price": price,
-            "catalogBrandId": brand["id"],
-            "catalogTypeId": kind["id"],
-            "availableStock": stock,
-        },
-    )
-    assert resp.status_code == 201, resp.text
-    return resp.json()
 
 
 def change_price(stack: Stack, item: dict[str, Any], price: float) -> dict[str, Any]:

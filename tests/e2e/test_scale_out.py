@@ -22,9 +22,10 @@ import httpx
 import pytest
 import redis
 
+from devstack.experiments import add_without_etags, quantity_in_basket
 from devstack.pytest_plugin import DatabaseServer, new_database
 from devstack.stack import DEMO_JWT_SECRET, Stack
-from devstack.testkit import eventually, quantities, unique_user
+from devstack.testkit import eventually, new_product, quantities, unique_user
 from eshop_common.auth import mint_token
 
 BASKETS = ("basket-api", "basket-api-2")
@@ -61,18 +62,6 @@ def headers(user: str, *, admin: bool = False) -> dict[str, str]:
     return {"Authorization": f"Bearer {mint_token(DEMO_JWT_SECRET, user, admin=admin)}"}
 
 
-def new_product(stack: Stack, *, price: float = 20.0, stock: int = 100) -> dict[str, Any]:
-    admin = httpx.Client(base_url=stack.url("catalog-api"), headers=headers("admin", admin=True))
-    with admin:
-        resp = admin.post(
-            "/api/catalog/items",
-            json={"name": f"Scale-out item {uuid.uuid4().hex[:10]}", "price": price,
-                  "catalogBrandId": 1, "catalogTypeId": 1, "availableStock": stock},
-        )  # fmt: skip
-    assert resp.status_code == 201, resp.text
-    return resp.json()
-
-
 def basket_of(stack: Stack, user: str, replica: str = "basket-api") -> dict[str, Any]:
     resp = httpx.get(f"{stack.url(replica)}/api/basket", headers=headers(user), timeout=10)
     assert resp.status_code == 200, resp.text
@@ -99,7 +88,7 @@ async def add_items(stack: Stack, user: str, product_id: int, adds: int, clients
 
 
 def test_concurrent_adds_spread_over_two_replicas_are_all_kept(scaled: Stack) -> None:
-    item, buyer = new_product(scaled), unique_user("scaled")
+    item, buyer = new_product(scaled, stock=100), unique_user("scaled")
     statuses = asyncio.run(
         add_items(scaled, buyer, item["id"], adds=96, clients=16)
     )  # a line holds at most 99
@@ -109,10 +98,26 @@ def test_concurrent_adds_spread_over_two_replicas_are_all_kept(scaled: Stack) ->
         assert quantities(basket_of(scaled, buyer, replica)) == {item["id"]: accepted}
 
 
+def test_control_without_etags_adds_spread_over_the_two_sidecars_are_lost(scaled: Stack) -> None:
+    # The same race saved last-write-wins through both replicas' sidecars: the guard above is
+    # what keeps the adds, not the replicas' timing.
+    item, buyer = new_product(scaled, stock=100), unique_user("scaled-control")
+
+    async def both() -> list[int]:
+        return await asyncio.gather(
+            *(add_without_etags(scaled.dapr_url(r), buyer, item["id"], 10) for r in BASKETS)
+        )
+
+    accepted = sum(asyncio.run(both()))
+    kept = quantity_in_basket(scaled.url("basket-api"), buyer, item["id"])
+    assert accepted == 20
+    assert kept < accepted
+
+
 def test_price_changes_reach_every_basket_once_and_in_order_with_two_outbox_relays(
     scaled: Stack,
 ) -> None:
-    item = new_product(scaled, price=10.0)
+    item = new_product(scaled, price=10.0, stock=100)
     buyers = [unique_user("scaled-price") for _ in range(6)]
     for buyer, replica in zip(buyers, cycle(BASKETS), strict=False):
         resp = httpx.post(f"{scaled.url(replica)}/api/basket/items", headers=headers(buyer),
@@ -170,7 +175,7 @@ def test_a_checkout_retried_against_the_other_replica_is_reserved_once(scaled: S
 
 
 def test_killing_one_replica_mid_load_loses_no_acknowledged_write(scaled: Stack) -> None:
-    item = new_product(scaled)
+    item = new_product(scaled, stock=100)
     buyers = [unique_user("scaled-kill") for _ in range(10)]
     acknowledged = dict.fromkeys(buyers, 0)
     attempted = dict.fromkeys(buyers, 0)

@@ -47,7 +47,7 @@ def assert_problem(resp: httpx.Response, status: int, field: str | None = None) 
     return body
 
 
-def new_product(stack: Stack, *, stock: int, price: float = 20.0) -> dict[str, Any]:
+def new_product(stack: Stack, *, stock: int = 10, price: float = 20.0) -> dict[str, Any]:
     """A catalog item of the test's own, so no other test moves its stock."""
     from eshop_common.auth import mint_token
 
