@@ -39,26 +39,27 @@ def as_user(basket_url: str) -> Callable[[str], httpx.Client]:
         client.close()
 
 
-@pytest.fixture(scope="session")
-def products(basket_stack: Stack) -> list[dict]:
-    """A few real catalog items (id, name, price), read from the running catalog."""
+def catalog_items(stack: Stack, count: int) -> list[dict]:
+    """The first `count` real catalog items (id, name, price), read from the running catalog."""
     resp = httpx.get(
-        f"{basket_stack.url('catalog-api')}/api/catalog/items",
-        params={"pageIndex": 0, "pageSize": 10},
+        f"{stack.url('catalog-api')}/api/catalog/items",
+        params={"pageIndex": 0, "pageSize": count},
     )
     resp.raise_for_status()
-    return resp.json()["items"]
+    items: list[dict] = resp.json()["items"]
+    return items
+
+
+@pytest.fixture(scope="session")
+def products(basket_stack: Stack) -> list[dict]:
+    """A few real catalog items."""
+    return catalog_items(basket_stack, 10)
 
 
 @pytest.fixture(scope="session")
 def many_products(basket_stack: Stack) -> list[dict]:
     """Twenty catalog items, for baskets with many lines."""
-    resp = httpx.get(
-        f"{basket_stack.url('catalog-api')}/api/catalog/items",
-        params={"pageIndex": 0, "pageSize": 20},
-    )
-    resp.raise_for_status()
-    return resp.json()["items"]
+    return catalog_items(basket_stack, 20)
 
 
 @pytest.fixture(scope="session")
