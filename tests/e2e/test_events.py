@@ -14,7 +14,14 @@ import pytest
 import redis
 
 from devstack.stack import DEMO_APP_API_TOKEN, DEMO_DAPR_API_TOKEN, DEMO_JWT_SECRET, Stack
-from devstack.testkit import assert_problem, eventually, new_product, quantities, unique_user
+from devstack.testkit import (
+    assert_problem,
+    eventually,
+    new_product,
+    published_events,
+    quantities,
+    unique_user,
+)
 from eshop_common.auth import mint_token
 
 pytestmark = pytest.mark.usefixtures("stack")
@@ -30,12 +37,6 @@ WRITABLE = (
     "name", "description", "price", "pictureFileName", "catalogBrandId", "catalogTypeId",
     "availableStock", "restockThreshold", "maxStockThreshold",
 )  # fmt: skip
-
-
-def stream_events(stack: Stack, topic: str) -> list[dict[str, Any]]:
-    """Every CloudEvent published on `topic`, read straight from its Redis stream."""
-    store = redis.Redis.from_url(stack.redis_url, decode_responses=True)
-    return [json.loads(fields["data"]) for _, fields in store.xrange(topic)]
 
 
 def client(stack: Stack, user: str, service: str = "basket-api", admin: bool = False):
@@ -85,7 +86,9 @@ def test_checkout_publishes_the_priced_basket_empties_it_and_reserves_stock(stac
 
     assert shopper.get("/api/basket").json()["items"] == []
     eventually(lambda: stock_of(stack, item["id"]) == 7, what="stock reserved")
-    (event,) = [e for e in stream_events(stack, "user-checkout-accepted") if e["id"] == request_id]
+    (event,) = [
+        e for e in published_events(stack, "user-checkout-accepted") if e["id"] == request_id
+    ]
     assert event["type"] == "UserCheckoutAccepted"
     data = event["data"]
     assert data["items"] == [
@@ -129,7 +132,9 @@ def test_a_retried_checkout_with_the_same_idempotency_key_is_accepted_once(stack
     eventually(lambda: stock_of(stack, item["id"]) == 8, what="stock reserved")
     time.sleep(1)  # time enough for a second event to be handled, were there one
     assert stock_of(stack, item["id"]) == 8
-    published = [e for e in stream_events(stack, "user-checkout-accepted") if e["id"] == request_id]
+    published = [
+        e for e in published_events(stack, "user-checkout-accepted") if e["id"] == request_id
+    ]
     assert len(published) == 1
 
 
@@ -151,7 +156,7 @@ def test_not_enough_stock_refuses_the_whole_reservation_and_says_why(stack: Stac
     ]
 
     def rejection() -> dict[str, Any] | None:
-        events = stream_events(stack, "stock-reservation-rejected")
+        events = published_events(stack, "stock-reservation-rejected")
         return next((e for e in events if e["data"]["requestId"] == request_id), None)
 
     event = eventually(rejection, what="StockReservationRejected")
@@ -199,7 +204,7 @@ def items_lost(stack: Stack, url: str, products: list[int], delay: float) -> int
     basket, request_id = checkout_while_adding(url, user, products[0], products[1:], delay)
 
     def event() -> dict[str, Any] | None:
-        events = stream_events(stack, "user-checkout-accepted")
+        events = published_events(stack, "user-checkout-accepted")
         return next((e for e in events if e["id"] == request_id), None)
 
     checked_out = {line["productId"] for line in eventually(event)["data"]["items"]}
@@ -313,7 +318,7 @@ def test_the_price_change_goes_through_the_outbox_even_while_the_sidecar_is_down
     )
     assert line["oldUnitPrice"] == 30.0
     changes = [
-        e for e in stream_events(stack, "product-price-changed")
+        e for e in published_events(stack, "product-price-changed")
         if e["data"]["productId"] == item["id"]
     ]  # fmt: skip
     assert [e["data"]["priceVersion"] for e in changes] == [1]
@@ -381,7 +386,7 @@ def test_a_malformed_event_is_dropped_to_the_dead_letter_topic(stack: Stack):
     publish(stack, "basket-api", "user-checkout-accepted", {"requestId": "no items"}, event_id)
 
     def dead() -> bool:
-        return any(e.get("id") == event_id for e in stream_events(stack, "deadletter"))
+        return any(e.get("id") == event_id for e in published_events(stack, "deadletter"))
 
     eventually(dead, what="the poison message in the dead-letter topic")
 

@@ -86,10 +86,11 @@ def test_the_store_keeps_the_basket_under_the_app_id_prefix_with_its_revision(
 
     value, _store_version, expires = stored_basket(basket_stack, me)
     # The stored lines also remember the catalog's price version they were priced at; the
-    # basket its revision (the HTTP ETag) and its latest checkouts.
+    # basket its revision (the HTTP ETag), its latest checkouts and its outbox.
     assert [line.pop("priceVersion") for line in value["items"]] == [0]
     assert f'"{value.pop("revision")}"' == resp.headers["etag"]
     assert value.pop("checkouts") == []
+    assert value.pop("outbox") == []
     assert value == resp.json()
     assert expires, "every save sets ttlInSeconds"
 

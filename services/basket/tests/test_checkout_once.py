@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 
@@ -11,8 +12,16 @@ import httpx
 import pytest
 
 from basket.service import checkout_id
+from devstack.pytest_plugin import StackFactory
 from devstack.stack import DEMO_DAPR_API_TOKEN, DEMO_JWT_SECRET, Stack
-from devstack.testkit import assert_problem, new_product, quantities, stock_of
+from devstack.testkit import (
+    assert_problem,
+    checkout_events,
+    eventually,
+    new_product,
+    quantities,
+    stock_of,
+)
 from devstack.testkit import unique_user as buyer
 from eshop_common.auth import mint_token
 
@@ -157,31 +166,197 @@ def test_a_refused_request_leaves_its_idempotency_key_free(as_user, products):
     assert resp.status_code == 202, resp.text
 
 
-def test_a_checkout_that_published_then_crashed_is_finished_by_its_retry_and_ordered_once(
+def sidecar_state(stack: Stack) -> httpx.Client:
+    """The basket's state store, through its sidecar's state API, as the service sees it."""
+    return httpx.Client(
+        base_url=f"{stack.dapr_url('basket-api')}/v1.0/state/statestore",
+        headers={"dapr-api-token": DEMO_DAPR_API_TOKEN}, timeout=10,
+    )  # fmt: skip
+
+
+def crash_after_the_checkout_save(stack: Stack, me: str, idempotency_key: str | None = None) -> str:
+    """Leave the buyer's basket as a checkout that crashed right after its save leaves it:
+    emptied, the order in its outbox, nothing published. Returns the order's request id."""
+    with sidecar_state(stack) as state:
+        read = state.get(f"/{me}", params={"consistency": "strong"})
+        stored = read.json()
+        request_id = checkout_id(me, stored["revision"])
+        lines = [
+            {"productId": i["productId"], "productName": i["productName"],
+             "unitPrice": i["unitPrice"], "quantity": i["quantity"]}
+            for i in stored["items"]
+        ]  # fmt: skip
+        event = {"requestId": request_id, "buyerId": me, "items": lines,
+                 "total": sum(line["unitPrice"] * line["quantity"] for line in lines),
+                 "shipping": SHIPPING}  # fmt: skip
+        record = {"requestId": request_id, "idempotencyKey": idempotency_key}
+        committed = {
+            **stored, "items": [], "revision": str(uuid.uuid4()), "checkouts": [record],
+            "outbox": [{"event": event, "committedAt": time.time() - 60}],
+        }  # fmt: skip
+        saved = state.post(
+            "", json=[{"key": me, "value": committed, "etag": read.headers["etag"],
+                       "options": {"concurrency": "first-write"}}],
+        )  # fmt: skip
+        assert saved.status_code == 204, saved.text
+    return request_id
+
+
+def outbox_of(stack: Stack, me: str) -> list[dict]:
+    with sidecar_state(stack) as state:
+        outbox: list[dict] = state.get(f"/{me}").json()["outbox"]
+        return outbox
+
+
+def test_an_order_a_crash_left_in_the_outbox_is_published_once_by_the_next_read(
     basket_stack: Stack, as_user
 ):
-    """The crash between the two steps: the event of this basket version is out, the basket was
-    not emptied. The retry publishes the same id (the catalog ignores it) and empties the basket:
-    the order is neither lost nor placed twice, and the basket not lost."""
+    """The crash between the two steps: the basket was emptied and the order saved in its
+    outbox by one write, then the process died before publishing. Nothing is lost: the next
+    request that reads the basket publishes the order, and a checkout retried without a key
+    learns that it was placed."""
     item = new_product(basket_stack, stock=10, price=5.0)
     me = buyer()
     client = as_user(me)
     client.post("/api/basket/items", json={"productId": item["id"], "quantity": 2})
-    revision = client.get("/api/basket").headers["etag"].strip('"')
-    event_id = checkout_id(me, revision)
-    line = {"productId": item["id"], "productName": item["name"], "unitPrice": 5.0, "quantity": 2}
-    crashed = {"requestId": event_id, "buyerId": me, "items": [line], "total": 10.0,
-               "shipping": SHIPPING}  # fmt: skip
-    published = httpx.post(
-        f"{basket_stack.dapr_url('basket-api')}/v1.0/publish/pubsub/user-checkout-accepted",
-        json=crashed, params={"metadata.cloudevent.id": event_id},
-        headers={"dapr-api-token": DEMO_DAPR_API_TOKEN},
-    )  # fmt: skip
-    assert published.status_code == 204
-    assert settle(basket_stack, item["id"], 8) == 8
-    assert quantities(client.get("/api/basket").json()) == {item["id"]: 2}
+    request_id = crash_after_the_checkout_save(basket_stack, me)
+    assert checkout_events(basket_stack, request_id) == []
 
-    retry = client.post("/api/basket/checkout", json={"shipping": SHIPPING})
-    assert (retry.status_code, retry.json()) == (202, {"requestId": event_id})
     assert client.get("/api/basket").json()["items"] == []
     assert settle(basket_stack, item["id"], 8) == 8
+    eventually(lambda: outbox_of(basket_stack, me) == [], what="the outbox emptied")
+    again = assert_problem(client.post("/api/basket/checkout", json={"shipping": SHIPPING}), 409)
+    assert again["requestId"] == request_id
+    (event,) = checkout_events(basket_stack, request_id)
+    assert event["data"]["items"][0]["quantity"] == 2
+
+
+def test_a_checkout_retried_with_its_idempotency_key_after_a_crash_gets_its_202(
+    basket_stack: Stack, as_user
+):
+    """draft-ietf-httpapi-idempotency-key-header §2: the retry of a request whose first attempt
+    crashed after its save gets that attempt's response, even with a new item in the basket,
+    which stays."""
+    item = new_product(basket_stack, stock=10)
+    me, key = buyer(), uuid.uuid4().hex
+    client = as_user(me)
+    client.post("/api/basket/items", json={"productId": item["id"], "quantity": 1})
+    request_id = crash_after_the_checkout_save(basket_stack, me, idempotency_key=key)
+    client.post("/api/basket/items", json={"productId": item["id"], "quantity": 3})
+
+    retry = client.post(
+        "/api/basket/checkout", json={"shipping": SHIPPING}, headers={"Idempotency-Key": key}
+    )
+    assert (retry.status_code, retry.json()) == (202, {"requestId": request_id})
+    assert quantities(client.get("/api/basket").json()) == {item["id"]: 3}
+    assert settle(basket_stack, item["id"], 9) == 9
+
+
+async def race_checkouts_and_adds(urls: list[str], me: str, first: int, second: int) -> list[str]:
+    """On two replicas at once: checkout, add `second`, checkout, add `first`. Returns the
+    request ids of the accepted checkouts."""
+    headers = {"Authorization": f"Bearer {mint_token(DEMO_JWT_SECRET, me)}"}
+    one, two = (httpx.AsyncClient(base_url=u, headers=headers, timeout=30) for u in urls)
+    checkout = {"shipping": SHIPPING}
+    try:
+        responses = await asyncio.gather(
+            one.post("/api/basket/checkout", json=checkout),
+            two.post("/api/basket/items", json={"productId": second}),
+            two.post("/api/basket/checkout", json=checkout),
+            one.post("/api/basket/items", json={"productId": first}),
+        )
+    finally:
+        await one.aclose()
+        await two.aclose()
+    assert [r.status_code for r in responses[1::2]] == [200, 200], [r.text for r in responses]
+    assert all(r.status_code in (202, 409) for r in responses[::2]), [r.text for r in responses]
+    return [r.json()["requestId"] for r in responses[::2] if r.status_code == 202]
+
+
+def test_checkouts_racing_adds_on_two_replicas_order_every_added_item_exactly_once(
+    basket_stack: Stack, as_user, replica_url
+):
+    """Each add is in exactly one order, whatever the interleaving: the save that checks a
+    version out fails when an add (or another checkout) saved first, and starts again."""
+    rounds = 8
+    first, second = (new_product(basket_stack, stock=100) for _ in range(2))
+    me = buyer()
+    client = as_user(me)
+    client.post("/api/basket/items", json={"productId": first["id"]})
+    urls = [basket_stack.url("basket-api"), replica_url]
+    accepted = []
+    for _ in range(rounds):
+        accepted += asyncio.run(race_checkouts_and_adds(urls, me, first["id"], second["id"]))
+    last = client.post("/api/basket/checkout", json={"shipping": SHIPPING})
+    if last.status_code == 202:
+        accepted.append(last.json()["requestId"])
+
+    ordered: dict[int, int] = {}
+    for request_id in accepted:
+        versions = {
+            json.dumps(e["data"], sort_keys=True) for e in checkout_events(basket_stack, request_id)
+        }
+        assert len(versions) == 1, versions
+        for line in json.loads(versions.pop())["items"]:
+            ordered[line["productId"]] = ordered.get(line["productId"], 0) + line["quantity"]
+    assert ordered == {first["id"]: rounds + 1, second["id"]: rounds}
+    assert settle(basket_stack, first["id"], 100 - rounds - 1) == 100 - rounds - 1
+    assert stock_of(basket_stack, second["id"]) == 100 - rounds
+
+
+def test_of_checkouts_to_different_addresses_the_accepted_one_is_the_one_published(
+    basket_stack: Stack, as_user, replica_url
+):
+    item = new_product(basket_stack, stock=10)
+    me = buyer()
+    as_user(me).post("/api/basket/items", json={"productId": item["id"]})
+    headers = {"Authorization": f"Bearer {mint_token(DEMO_JWT_SECRET, me)}"}
+    addresses = [{**SHIPPING, "city": f"City {i}"} for i in range(6)]
+
+    async def checkouts() -> list[httpx.Response]:
+        clients = [
+            httpx.AsyncClient(base_url=u, headers=headers, timeout=30)
+            for u in (basket_stack.url("basket-api"), replica_url)
+        ]
+        try:
+            return await asyncio.gather(
+                *(clients[i % 2].post("/api/basket/checkout", json={"shipping": address})
+                  for i, address in enumerate(addresses))
+            )  # fmt: skip
+        finally:
+            for c in clients:
+                await c.aclose()
+
+    responses = asyncio.run(checkouts())
+    (winner,) = [(r, a) for r, a in zip(responses, addresses, strict=True) if r.status_code == 202]
+    assert sorted(r.status_code for r in responses) == [202] + [409] * 5
+    request_id = winner[0].json()["requestId"]
+    assert {r.json()["requestId"] for r in responses} == {request_id}
+    events = eventually(lambda: checkout_events(basket_stack, request_id), what="the order")
+    assert {e["data"]["shipping"]["city"] for e in events} == {winner[1]["city"]}
+
+
+def test_a_checkout_while_the_pubsub_is_down_is_accepted_and_published_once_it_is_back(
+    stack_factory: StackFactory,
+):
+    """The order is committed by the save; the event bus being down delays it, nothing more.
+    (On the PostgreSQL stack, Redis carries only the pub/sub, so the basket keeps working.)"""
+    stack = stack_factory.get("postgresql")
+    assert stack.redis is not None
+    item = new_product(stack, stock=10)
+    me = buyer()
+    headers = {"Authorization": f"Bearer {mint_token(DEMO_JWT_SECRET, me)}"}
+    with httpx.Client(base_url=stack.url("basket-api"), headers=headers, timeout=30) as client:
+        client.post("/api/basket/items", json={"productId": item["id"], "quantity": 2})
+        stack.redis.stop()
+        try:
+            accepted = client.post("/api/basket/checkout", json={"shipping": SHIPPING})
+            assert accepted.status_code == 202, accepted.text
+            request_id = accepted.json()["requestId"]
+            assert client.get("/api/basket").json()["items"] == []
+            assert [e["event"]["requestId"] for e in outbox_of(stack, me)] == [request_id]
+        finally:
+            stack.redis.start()
+        assert settle(stack, item["id"], 8, timeout=90) == 8
+        eventually(lambda: outbox_of(stack, me) == [], what="the outbox emptied")
+        assert len(checkout_events(stack, request_id)) == 1

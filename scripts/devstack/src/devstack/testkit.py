@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import httpx
+import redis
 
 from devstack.stack import DEMO_JWT_SECRET, Stack
 
@@ -75,3 +77,18 @@ def new_product(stack: Stack, *, stock: int = 10, price: float = 20.0) -> dict[s
 def stock_of(stack: Stack, item_id: int) -> int:
     resp = httpx.get(f"{stack.url('catalog-api')}/api/catalog/items/{item_id}")
     return int(resp.json()["availableStock"])
+
+
+def published_events(stack: Stack, topic: str) -> list[dict[str, Any]]:
+    """Every CloudEvent published on `topic`, oldest first, read straight from the Redis stream
+    the pubsub component keeps per topic."""
+    assert stack.redis_url is not None
+    store = redis.Redis.from_url(stack.redis_url, decode_responses=True)
+    entries: list[tuple[str, dict[str, str]]] = store.xrange(topic)  # type: ignore[assignment]
+    return [json.loads(fields["data"]) for _, fields in entries]
+
+
+def checkout_events(stack: Stack, request_id: str) -> list[dict[str, Any]]:
+    """The UserCheckoutAccepted CloudEvents published with id `request_id` (a repeat of an
+    event is published with its id again; the catalog handles it once)."""
+    return [e for e in published_events(stack, "user-checkout-accepted") if e["id"] == request_id]

@@ -291,11 +291,11 @@ async def checkout_basket(
     key: IdempotencyKey,
     request: Request,
 ) -> Any:
-    """Check out the caller's basket: publishes UserCheckoutAccepted and empties the basket,
-    once per basket version."""
+    """Check out the caller's basket, once per basket version: empties it and publishes
+    UserCheckoutAccepted. 202: the order is recorded and its event is (or will be) published."""
 
     async def checkout() -> IdempotentReply:
-        request_id = await baskets.checkout(buyer, body.shipping, conditions)
+        request_id = await baskets.checkout(buyer, body.shipping, conditions, key)
         accepted = CheckoutAccepted(request_id=request_id).model_dump(by_alias=True)
         return IdempotentReply(status=202, body=accepted)
 

@@ -33,8 +33,10 @@ async def lifespan(_: FastAPI) -> AsyncIterator[State]:
         pubsub=settings.pubsub_name,
         breaker=StoreBreaker(settings.store_breaker_threshold, settings.store_breaker_open_seconds),
     ) as sidecar:
+        baskets = BasketService(sidecar, settings)
         freeze_startup_objects()
-        yield {"sidecar": sidecar, "baskets": BasketService(sidecar, settings)}
+        yield {"sidecar": sidecar, "baskets": baskets}
+        await baskets.close()
 
 
 async def readiness(request: Request) -> None:

@@ -4,7 +4,7 @@ import uuid
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
 from pydantic.alias_generators import to_camel
 
 MAX_QUANTITY = 99
@@ -43,23 +43,6 @@ def new_revision() -> str:
     """A fresh name for one saved version of a basket: a random UUID (122 random bits), so in
     practice it never repeats."""
     return str(uuid.uuid4())
-
-
-CHECKOUTS_KEPT = 8
-
-
-class Basket(CamelModel):
-    """The basket as stored in the state store under the buyer's id.
-
-    `revision` is drawn anew for every save and is the basket's HTTP ETag: random, so an old ETag
-    can never match a later basket, whatever the store does with its own version numbers.
-    `checkouts` holds the request ids of the latest checkouts, so a checkout of a version that
-    was already checked out is recognised as one."""
-
-    buyer_id: str
-    items: list[BasketItem] = Field(default_factory=list)
-    revision: str = Field(default_factory=new_revision)
-    checkouts: list[str] = Field(default_factory=list)
 
 
 class BasketItemAdd(CamelModel):
@@ -113,6 +96,48 @@ class UserCheckoutAccepted(CamelModel):
     items: list[CheckoutLine]
     total: Money
     shipping: Shipping
+
+
+CHECKOUTS_KEPT = 8
+
+
+class CheckoutRecord(CamelModel):
+    """One checkout of the basket: its request id and the Idempotency-Key it came with."""
+
+    request_id: str
+    idempotency_key: str | None = None
+
+
+class OutboxEntry(CamelModel):
+    """A checkout's event, saved in the basket by the same write that emptied it and removed
+    once published. `committed_at` is the Unix time of that write."""
+
+    event: UserCheckoutAccepted
+    committed_at: float
+
+
+class Basket(CamelModel):
+    """The basket as stored in the state store under the buyer's id.
+
+    `revision` is drawn anew for every save and is the basket's HTTP ETag: random, so an old ETag
+    can never match a later basket, whatever the store does with its own version numbers.
+    `checkouts` holds the latest checkouts, so a checkout of a version that was already checked
+    out is recognised as one. `outbox` holds the events of checkouts not yet known to be
+    published: the basket's own transactional outbox, one key written by one conditional save."""
+
+    buyer_id: str
+    items: list[BasketItem] = Field(default_factory=list)
+    revision: str = Field(default_factory=new_revision)
+    checkouts: list[CheckoutRecord] = Field(default_factory=list)
+    outbox: list[OutboxEntry] = Field(default_factory=list)
+
+    @field_validator("checkouts", mode="before")
+    @classmethod
+    def _request_ids(cls, value: Any) -> Any:
+        # Baskets saved before checkouts kept their Idempotency-Key hold bare request ids.
+        if isinstance(value, list):
+            return [{"requestId": v} if isinstance(v, str) else v for v in value]
+        return value
 
 
 class ProductPriceChanged(CamelModel):

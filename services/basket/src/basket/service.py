@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import logging
 import random
 import time
 import weakref
@@ -16,6 +18,7 @@ from typing import Any
 from uuid import UUID, uuid5
 
 from pydantic import BaseModel
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from basket.conditions import NONE, Preconditions
 from basket.config import Settings
@@ -26,8 +29,10 @@ from basket.schemas import (
     BasketItem,
     BasketItemAdd,
     CheckoutLine,
+    CheckoutRecord,
     IdempotencyRecord,
     IdempotentReply,
+    OutboxEntry,
     ProductPrice,
     ProductPriceChanged,
     Shipping,
@@ -75,9 +80,13 @@ class EmptyBasket(BadRequest):
 CHECKOUT_TOPIC = "user-checkout-accepted"
 # How long a retry waits for the first request with its Idempotency-Key, running elsewhere.
 IN_FLIGHT_WAIT_SECONDS = 2.0
+# A checkout's event younger than this is left to the request that committed it.
+OUTBOX_GRACE_SECONDS = 5.0
+OUTBOX_RETRY_MAX_SECONDS = 60.0
 CHECKOUT_NAMESPACE = UUID("0b8f3c52-6f0e-4f57-9d7e-2c1c5cbb7a11")
 
 Change = Callable[[Basket], Basket]
+log = logging.getLogger(__name__)
 
 
 def state_key(buyer_id: str) -> str:
@@ -230,13 +239,16 @@ class BasketService:
         self._locks = KeyLocks()
         self._batches: dict[str, Batch] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sending: dict[str, asyncio.Task[None]] = {}
         self._lookups = ProductLookups(sidecar.catalog_items)
 
     async def get(self, buyer_id: str) -> tuple[Basket, str | None]:
         """The buyer's basket with current prices, and its ETag (None: nothing is stored)."""
         # Eventual is enough to show a basket: the next write checks the ETag anyway.
         entry = await self._sidecar.get_state(state_key(buyer_id), consistency="eventual")
-        basket = await self._with_current_prices(self._basket(buyer_id, entry.value))
+        stored = self._basket(buyer_id, entry.value)
+        self._send_outbox(stored)  # what a crashed checkout left unsent
+        basket = await self._with_current_prices(stored)
         return basket, basket.revision if entry.value is not None else None
 
     async def add_item(
@@ -367,6 +379,7 @@ class BasketService:
             # Strong: the ETag we save against must be the newest one.
             entry = await self._sidecar.get_state(state_key(buyer_id), consistency="strong")
             current = self._basket(buyer_id, entry.value)
+            self._send_outbox(current)
             if (
                 refused is not None
                 and entry.value is not None
@@ -396,53 +409,157 @@ class BasketService:
     # -- checkout ------------------------------------------------------------------------
 
     async def checkout(
-        self, buyer_id: str, shipping: Shipping, conditions: Preconditions = NONE
+        self,
+        buyer_id: str,
+        shipping: Shipping,
+        conditions: Preconditions = NONE,
+        idempotency_key: str | None = None,
     ) -> str:
-        """Publish the priced basket as UserCheckoutAccepted, then empty the basket under the
-        store ETag of the version that was published. Returns the request id, which is also the
-        event id: derived from the buyer and the basket's revision, so every checkout of one
-        version publishes the same id and the catalog reserves stock once.
+        """Check the basket out: one conditional save, under the store ETag of the version that
+        was read, empties it and puts the priced UserCheckoutAccepted into the basket's outbox;
+        then the event is published and taken out of the outbox. Returns the request id, which
+        is also the event id (derived from the buyer and the revision checked out).
 
-        Raises BasketPreconditionFailed (412), EmptyBasket (400), AlreadyCheckedOut (409) when
-        this version was checked out already (by a concurrent request, another replica, or
-        before), EventBusUnavailable / StateStoreUnavailable / SidecarUnavailable (503); after a
-        503 nothing was emptied and a retry publishes the same id."""
-        async with self._locks.hold(state_key(buyer_id)):
-            entry = await self._sidecar.get_state(state_key(buyer_id), consistency="strong")
-            basket = self._basket(buyer_id, entry.value)
-            conditions.check(basket.revision if entry.value is not None else None)
-            if not basket.items:
-                if basket.checkouts:
-                    raise AlreadyCheckedOut(
-                        "This basket was checked out and nothing was added since.",
-                        requestId=basket.checkouts[-1],
-                    )
-                raise EmptyBasket("The basket is empty; add something before checking out.")
-            request_id = checkout_id(buyer_id, basket.revision)
-            event = await self._checkout_event(request_id, basket, shipping)
-            await self._sidecar.publish(
-                CHECKOUT_TOPIC, _stored(event), event_id=request_id,
-                event_type="UserCheckoutAccepted",
-            )  # fmt: skip
-            bought = {line.product_id: line.quantity for line in event.items}
+        The save is the moment of commitment: of all the checkouts of one version, on any
+        replica, only one can save; the others read the emptied basket and get
+        AlreadyCheckedOut (409) naming that one's request id. An add that lands meanwhile
+        makes the save fail, and the checkout starts again with it: a line is ordered once.
+        A publish that fails is retried in the background; one that a crash interrupted is
+        finished by the next request that reads the basket (see `_send_outbox`).
 
-            def take_out(current: Basket) -> Basket:
-                if request_id in current.checkouts:
-                    raise AlreadyCheckedOut(
-                        "This version of the basket was checked out by another request.",
-                        requestId=request_id,
-                    )
-                for item in current.items:
-                    item.quantity -= bought.get(item.product_id, 0)
-                current.items = [item for item in current.items if item.quantity > 0]
-                current.checkouts = [*current.checkouts, request_id][-CHECKOUTS_KEPT:]
-                return current
-
-            # Usually one round: the basket is still the version that was published, and ends up
-            # empty. If something was added meanwhile (another replica), only what was bought
-            # comes out and the new item stays.
-            await self._read_modify_write(buyer_id, take_out, NONE)
+        Raises BasketPreconditionFailed (412), EmptyBasket (400), AlreadyCheckedOut (409),
+        BasketConflict (409) when the basket kept changing for `basket_conflict_seconds`,
+        StateStoreUnavailable / SidecarUnavailable (503: nothing was checked out)."""
+        key = state_key(buyer_id)
+        async with self._locks.hold(key):
+            deadline = time.monotonic() + self._settings.basket_conflict_seconds
+            attempt = 0
+            committed: Basket | None = None
+            while True:
+                entry = await self._sidecar.get_state(key, consistency="strong")
+                basket = self._basket(buyer_id, entry.value)
+                if committed is not None and basket.revision == committed.revision:
+                    break  # the save that looked refused was stored: its reply was lost
+                self._send_outbox(basket)
+                earlier = _checkout_with_key(basket, idempotency_key)
+                if earlier is not None:
+                    # This request's earlier attempt got this far, then its reply was lost.
+                    return earlier
+                conditions.check(basket.revision if entry.value is not None else None)
+                if not basket.items:
+                    if basket.checkouts:
+                        raise AlreadyCheckedOut(
+                            "This basket was checked out and nothing was added since.",
+                            requestId=basket.checkouts[-1].request_id,
+                        )
+                    raise EmptyBasket("The basket is empty; add something before checking out.")
+                request_id = checkout_id(buyer_id, basket.revision)
+                event = await self._checkout_event(request_id, basket, shipping)
+                record = CheckoutRecord(request_id=request_id, idempotency_key=idempotency_key)
+                committed = basket.model_copy(
+                    update={
+                        "items": [],
+                        "revision": new_revision(),
+                        "checkouts": [*basket.checkouts, record][-CHECKOUTS_KEPT:],
+                        "outbox": [
+                            *basket.outbox,
+                            OutboxEntry(event=event, committed_at=time.time()),
+                        ],
+                    }
+                )
+                try:
+                    await self._save(committed, entry.etag)
+                    break
+                except ETagMismatch:
+                    if time.monotonic() > deadline:
+                        raise BasketConflict(
+                            "The basket kept changing while this checkout tried to save it; "
+                            "try again."
+                        ) from None
+                await asyncio.sleep(_backoff(attempt))
+                attempt += 1
+        try:
+            await self._publish_checkout(committed.outbox[-1].event)
+        except ServiceUnavailable:
+            self._send_outbox(committed, grace=0)  # accepted all the same: retried from here
             return request_id
+        with contextlib.suppress(ServiceUnavailable):  # it stays, and is sent again later
+            await self._remove_from_outbox(buyer_id, request_id)
+        return request_id
+
+    # -- the basket's outbox -------------------------------------------------------------
+
+    def _send_outbox(self, basket: Basket, *, grace: float = OUTBOX_GRACE_SECONDS) -> None:
+        """Start publishing, in the background, each event in `basket`'s outbox that this
+        process is not publishing yet. One younger than `grace` seconds waits for the rest of
+        them first: the checkout that committed it is most likely publishing it right now.
+        Each is retried until it is published or gone from the outbox (another replica sent
+        it); a repeat is harmless, the event id is the same and the catalog reserves once."""
+        for entry in basket.outbox:
+            request_id = entry.event.request_id
+            if request_id in self._sending:
+                continue
+            delay = max(0.0, entry.committed_at + grace - time.time())
+            task = asyncio.create_task(self._deliver(basket.buyer_id, request_id, delay))
+            self._sending[request_id] = task
+            task.add_done_callback(functools.partial(self._sent, request_id))
+
+    def _sent(self, request_id: str, _: asyncio.Task[None]) -> None:
+        del self._sending[request_id]
+
+    async def _deliver(self, buyer_id: str, request_id: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(ServiceUnavailable),
+            wait=wait_exponential_jitter(initial=0.5, max=OUTBOX_RETRY_MAX_SECONDS),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    await self._deliver_once(buyer_id, request_id)
+        except Exception:  # e.g. a stored basket that no longer parses: keep the event there
+            log.exception("Checkout %s stays in the outbox of basket %r", request_id, buyer_id)
+
+    async def _deliver_once(self, buyer_id: str, request_id: str) -> None:
+        entry = await self._sidecar.get_state(state_key(buyer_id), consistency="strong")
+        pending = self._basket(buyer_id, entry.value).outbox
+        event = next((e.event for e in pending if e.event.request_id == request_id), None)
+        if event is None:
+            return  # published and removed by another request or replica
+        await self._publish_checkout(event)
+        await self._remove_from_outbox(buyer_id, request_id)
+
+    async def _publish_checkout(self, event: UserCheckoutAccepted) -> None:
+        """Raises EventBusUnavailable / SidecarUnavailable (503)."""
+        await self._sidecar.publish(
+            CHECKOUT_TOPIC, _stored(event), event_id=event.request_id,
+            event_type="UserCheckoutAccepted",
+        )  # fmt: skip
+
+    async def _remove_from_outbox(self, buyer_id: str, request_id: str) -> None:
+        """Take a published event out of the outbox. The basket keeps its revision: what a
+        client sees of it (its representation, RFC 9110 §8.8.3) does not change. Raises
+        StateStoreUnavailable / SidecarUnavailable (503)."""
+        key = state_key(buyer_id)
+        while True:
+            entry = await self._sidecar.get_state(key, consistency="strong")
+            basket = self._basket(buyer_id, entry.value)
+            left = [e for e in basket.outbox if e.event.request_id != request_id]
+            if entry.value is None or len(left) == len(basket.outbox):
+                return
+            try:
+                await self._save(basket.model_copy(update={"outbox": left}), entry.etag)
+                return
+            except ETagMismatch:
+                continue  # the basket changed meanwhile: look again
+
+    async def close(self) -> None:
+        """Stop the background publishing; what it had not sent stays in the outboxes."""
+        tasks = list(self._sending.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _checkout_event(
         self, request_id: str, basket: Basket, shipping: Shipping
@@ -622,6 +739,16 @@ class BasketService:
                 f"items: a basket holds at most {self._settings.basket_max_lines} lines.",
                 errors=[{"field": "items", "in": "body", "message": "too many lines"}],
             )
+
+
+def _checkout_with_key(basket: Basket, idempotency_key: str | None) -> str | None:
+    """The request id of the basket's checkout made with `idempotency_key`, if any."""
+    if idempotency_key is None:
+        return None
+    for record in basket.checkouts:
+        if record.idempotency_key == idempotency_key:
+            return record.request_id
+    return None
 
 
 def _checked_quantity(quantity: int) -> int:
