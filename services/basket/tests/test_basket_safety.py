@@ -91,6 +91,7 @@ def test_the_store_keeps_the_basket_under_the_app_id_prefix_with_its_revision(
     assert f'"{value.pop("revision")}"' == resp.headers["etag"]
     assert value.pop("checkouts") == []
     assert value.pop("outbox") == []
+    assert value.pop("schemaVersion") == 2
     assert value == resp.json()
     assert expires, "every save sets ttlInSeconds"
 

@@ -13,13 +13,14 @@ import pytest
 
 from basket.service import checkout_id
 from devstack.pytest_plugin import StackFactory
-from devstack.stack import DEMO_DAPR_API_TOKEN, DEMO_JWT_SECRET, Stack
+from devstack.stack import DEMO_JWT_SECRET, Stack
 from devstack.testkit import (
     assert_problem,
     checkout_events,
     eventually,
     new_product,
     quantities,
+    sidecar_state,
     stock_of,
 )
 from devstack.testkit import unique_user as buyer
@@ -164,14 +165,6 @@ def test_a_refused_request_leaves_its_idempotency_key_free(as_user, products):
     client.post("/api/basket/items", json={"productId": products[0]["id"]})
     resp = client.post("/api/basket/checkout", json={"shipping": SHIPPING}, headers=key)
     assert resp.status_code == 202, resp.text
-
-
-def sidecar_state(stack: Stack) -> httpx.Client:
-    """The basket's state store, through its sidecar's state API, as the service sees it."""
-    return httpx.Client(
-        base_url=f"{stack.dapr_url('basket-api')}/v1.0/state/statestore",
-        headers={"dapr-api-token": DEMO_DAPR_API_TOKEN}, timeout=10,
-    )  # fmt: skip
 
 
 def crash_after_the_checkout_save(stack: Stack, me: str, idempotency_key: str | None = None) -> str:

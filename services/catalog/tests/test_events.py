@@ -95,6 +95,33 @@ def test_stock_is_reserved_once_however_often_the_event_arrives(api, db):
     assert api.get_item(item["id"])["availableStock"] == 7
 
 
+def test_a_reservation_queues_stock_reserved_with_it(api, db):
+    item = api.create_item(availableStock=4)
+    event = checkout((item["id"], 1))
+    assert reserve_stock(sessionmaker(db), str(uuid.uuid4()), event) == ReservationOutcome.RESERVED
+    with db.connect() as conn:
+        queued = conn.execute(
+            text("select topic, payload from outbox_message where payload->>'requestId' = :id"),
+            {"id": event.request_id},
+        ).all()
+    assert [tuple(row) for row in queued] == [
+        ("stock-reserved", {"requestId": event.request_id, "buyerId": "alice"})
+    ]
+
+
+def test_deleting_an_item_queues_product_deleted_in_the_same_transaction(api, db):
+    item = api.create_item()
+    deleted = api.client.delete(f"/api/catalog/items/{item['id']}", headers=api.admin_headers)
+    assert deleted.status_code == 204
+    with db.connect() as conn:
+        queued = conn.execute(
+            text("select topic, payload from outbox_message where topic = 'product-deleted' "
+                 "and (payload->>'productId')::int = :id"),
+            {"id": item["id"]},
+        ).all()  # fmt: skip
+    assert [tuple(row) for row in queued] == [("product-deleted", {"productId": item["id"]})]
+
+
 def test_a_reservation_short_on_one_line_takes_nothing_and_queues_a_rejection(api, db):
     short = api.create_item(availableStock=1)
     enough = api.create_item(availableStock=5)
@@ -121,6 +148,8 @@ def test_a_reservation_short_on_one_line_takes_nothing_and_queues_a_rejection(ap
             "buyerId": "alice",
             "reason": "not enough stock",
             "shortages": [{"productId": short["id"], "requested": 2, "available": 1}],
+            # The checkout's lines, for the basket to give back.
+            "items": [line.model_dump(mode="json", by_alias=True) for line in event.items],
         }
     ]
 

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import redis
 
-from devstack.stack import DEMO_JWT_SECRET, Stack
+from devstack.stack import DEMO_DAPR_API_TOKEN, DEMO_JWT_SECRET, Stack
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -92,3 +92,12 @@ def checkout_events(stack: Stack, request_id: str) -> list[dict[str, Any]]:
     """The UserCheckoutAccepted CloudEvents published with id `request_id` (a repeat of an
     event is published with its id again; the catalog handles it once)."""
     return [e for e in published_events(stack, "user-checkout-accepted") if e["id"] == request_id]
+
+
+def sidecar_state(stack: Stack, app_id: str = "basket-api") -> httpx.Client:
+    """A client for the app's state store through its sidecar's state API (with the sidecar's
+    API token): what the service itself sees, keys without the app-id prefix."""
+    return httpx.Client(
+        base_url=f"{stack.dapr_url(app_id)}/v1.0/state/statestore",
+        headers={"dapr-api-token": DEMO_DAPR_API_TOKEN}, timeout=10,
+    )  # fmt: skip

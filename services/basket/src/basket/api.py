@@ -18,9 +18,13 @@ from basket.schemas import (
     BasketReplace,
     CheckoutAccepted,
     CheckoutRequest,
+    CheckoutStatus,
     IdempotentReply,
+    ProductDeleted,
     ProductId,
     ProductPriceChanged,
+    StockReservationRejected,
+    StockReserved,
 )
 from basket.service import BasketService, Saved
 from eshop_common.auth import CurrentUser, FromSidecar
@@ -281,7 +285,18 @@ async def delete_basket_item(
     "/checkout",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=CheckoutAccepted,
-    responses=WRITE_PROBLEMS,
+    responses={
+        202: {
+            "description": "Accepted: the order is recorded; follow its status",
+            "links": {
+                "CheckoutStatus": {
+                    "operationId": "read_checkout_status",
+                    "parameters": {"requestId": "$response.body#/requestId"},
+                }
+            },
+        },
+        **WRITE_PROBLEMS,
+    },
 )
 async def checkout_basket(
     body: CheckoutRequest,
@@ -300,6 +315,60 @@ async def checkout_basket(
         return IdempotentReply(status=202, body=accepted)
 
     return await _once(baskets, buyer, key, request, body, checkout)
+
+
+@router.get(
+    "/checkouts/{requestId}",
+    response_model=CheckoutStatus,
+    response_model_exclude_none=True,
+    responses=problem_responses(404),
+)
+async def read_checkout_status(
+    buyer: BuyerId,
+    baskets: Baskets,
+    request_id: Annotated[str, Path(alias="requestId", max_length=100)],
+) -> CheckoutStatus:
+    """What became of one of the caller's latest checkouts: accepted, reserved or rejected."""
+    return await baskets.checkout_status(buyer, request_id)
+
+
+@events_router.post("/stock-reserved")
+async def on_stock_reserved(baskets: Baskets, payload: Annotated[Any, Body()]) -> EventAck:
+    """Mark a checkout reserved; called by the sidecar for each StockReserved."""
+    if (parsed := parse_event(payload, StockReserved)) is None:
+        return DROP
+    try:
+        await baskets.record_reserved(parsed[1])
+    except ServiceUnavailable:
+        return RETRY
+    return SUCCESS
+
+
+@events_router.post("/stock-reservation-rejected")
+async def on_stock_reservation_rejected(
+    baskets: Baskets, payload: Annotated[Any, Body()]
+) -> EventAck:
+    """Mark a checkout rejected and give its lines back; called for each
+    StockReservationRejected."""
+    if (parsed := parse_event(payload, StockReservationRejected)) is None:
+        return DROP
+    try:
+        await baskets.record_rejected(parsed[1])
+    except ServiceUnavailable:
+        return RETRY
+    return SUCCESS
+
+
+@events_router.post("/product-deleted")
+async def on_product_deleted(baskets: Baskets, payload: Annotated[Any, Body()]) -> EventAck:
+    """Mark a deleted product unavailable in every basket; called for each ProductDeleted."""
+    if (parsed := parse_event(payload, ProductDeleted)) is None:
+        return DROP
+    try:
+        await baskets.apply_product_deleted(*parsed)
+    except ServiceUnavailable:
+        return RETRY
+    return SUCCESS
 
 
 @events_router.post("/product-price-changed")

@@ -2,9 +2,9 @@
 
 import uuid
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, model_validator
 from pydantic.alias_generators import to_camel
 
 MAX_QUANTITY = 99
@@ -26,6 +26,8 @@ class BasketItemPublic(CamelModel):
     old_unit_price: Money | None = None
     quantity: int
     picture_url: str | None = None  # a catalog item may have no picture
+    # True: the catalog deleted the product; the line can be removed, not bought.
+    unavailable: bool | None = None
 
 
 class BasketItem(BasketItemPublic):
@@ -98,13 +100,33 @@ class UserCheckoutAccepted(CamelModel):
     shipping: Shipping
 
 
-CHECKOUTS_KEPT = 8
+CHECKOUTS_KEPT = 20
 
 
-class CheckoutRecord(CamelModel):
-    """One checkout of the basket: its request id and the Idempotency-Key it came with."""
+class Shortage(CamelModel):
+    product_id: int
+    requested: int
+    available: int | None = None  # None: no such product
+
+
+CheckoutState = Literal["accepted", "reserved", "rejected"]
+
+
+class CheckoutStatus(CamelModel):
+    """What became of a checkout: `accepted` (the order is out, the catalog has not answered
+    yet), `reserved` (every line was taken off stock) or `rejected` (nothing was; `shortages`
+    says why, and the lines named in `returned` went back into the basket)."""
 
     request_id: str
+    status: CheckoutState = "accepted"
+    shortages: list[Shortage] | None = None
+    returned: list[int] | None = None
+
+
+class CheckoutRecord(CheckoutStatus):
+    """One checkout of the basket, as kept in it: its status and the Idempotency-Key it came
+    with."""
+
     idempotency_key: str | None = None
 
 
@@ -125,19 +147,40 @@ class Basket(CamelModel):
     out is recognised as one. `outbox` holds the events of checkouts not yet known to be
     published: the basket's own transactional outbox, one key written by one conditional save."""
 
+    schema_version: Literal[2] = 2
     buyer_id: str
     items: list[BasketItem] = Field(default_factory=list)
     revision: str = Field(default_factory=new_revision)
     checkouts: list[CheckoutRecord] = Field(default_factory=list)
     outbox: list[OutboxEntry] = Field(default_factory=list)
 
-    @field_validator("checkouts", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _request_ids(cls, value: Any) -> Any:
-        # Baskets saved before checkouts kept their Idempotency-Key hold bare request ids.
-        if isinstance(value, list):
-            return [{"requestId": v} if isinstance(v, str) else v for v in value]
+    def _migrate(cls, value: Any) -> Any:
+        """Version 1, without `schemaVersion`, kept `checkouts` as bare request ids."""
+        if isinstance(value, dict) and "schemaVersion" not in value:
+            checkouts = value.get("checkouts")
+            if isinstance(checkouts, list):
+                checkouts = [{"requestId": c} if isinstance(c, str) else c for c in checkouts]
+            value = {**value, "schemaVersion": 2, "checkouts": checkouts or []}
         return value
+
+
+class StockReserved(CamelModel):
+    request_id: str = Field(min_length=1)
+    buyer_id: str = Field(min_length=1)
+
+
+class StockReservationRejected(CamelModel):
+    request_id: str = Field(min_length=1)
+    buyer_id: str = Field(min_length=1)
+    reason: str
+    shortages: list[Shortage]
+    items: list[CheckoutLine]
+
+
+class ProductDeleted(CamelModel):
+    product_id: int = Field(ge=1)
 
 
 class ProductPriceChanged(CamelModel):
@@ -148,12 +191,14 @@ class ProductPriceChanged(CamelModel):
 
 
 class ProductPrice(CamelModel):
-    """The newest price the basket has heard of for one product (key `product-price:<id>`)."""
+    """The newest price the basket has heard of for one product (key `product-price:<id>`);
+    `deleted`: the catalog deleted the product (kept while a basket may still hold it)."""
 
     product_id: int
     price: Money
     price_version: int
     event_id: str
+    deleted: bool = False
 
 
 class IdempotentReply(CamelModel):

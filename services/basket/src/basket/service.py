@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID, uuid5
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from basket.conditions import NONE, Preconditions
@@ -30,12 +30,16 @@ from basket.schemas import (
     BasketItemAdd,
     CheckoutLine,
     CheckoutRecord,
+    CheckoutStatus,
     IdempotencyRecord,
     IdempotentReply,
     OutboxEntry,
+    ProductDeleted,
     ProductPrice,
     ProductPriceChanged,
     Shipping,
+    StockReservationRejected,
+    StockReserved,
     UserCheckoutAccepted,
     new_revision,
 )
@@ -75,6 +79,19 @@ class BasketLimitExceeded(UnprocessableContent):
 
 class EmptyBasket(BadRequest):
     type = "/problems/empty-basket"
+
+
+class ProductUnavailable(Conflict):
+    type = "/problems/product-unavailable"
+
+
+class UnreadableBasket(Conflict):
+    type = "/problems/unreadable-basket"
+
+
+class OutcomeKnown(Exception):
+    """The checkout's outcome is recorded already (a repeated event), or the basket no longer
+    remembers the checkout."""
 
 
 CHECKOUT_TOPIC = "user-checkout-accepted"
@@ -272,10 +289,15 @@ class BasketService:
     async def set_quantity(
         self, buyer_id: str, product_id: int, quantity: int, conditions: Preconditions = NONE
     ) -> Saved:
-        """Raises NotFound (404) when the product is not in the basket."""
+        """Raises NotFound (404) when the product is not in the basket, ProductUnavailable
+        (409) when it would raise the quantity of a product the catalog deleted."""
+        deleted = product_id in await self._deleted_products([product_id])
 
         def change(basket: Basket) -> Basket:
-            _line(basket, product_id).quantity = quantity
+            line = _line(basket, product_id)
+            if deleted and quantity > line.quantity:
+                raise _unavailable([product_id])
+            line.quantity = quantity
             return basket
 
         return await self._update(buyer_id, change, conditions)
@@ -309,7 +331,7 @@ class BasketService:
             basket.items = [_new_item(products[line.product_id], line.quantity) for line in lines]
             return basket
 
-        return await self._update(buyer_id, replace_lines, conditions)
+        return await self._update(buyer_id, replace_lines, conditions, replaces=True)
 
     async def empty(self, buyer_id: str, conditions: Preconditions = NONE) -> Saved:
         """DELETE /api/basket. The basket is saved empty, never deleted from the store: its
@@ -321,19 +343,22 @@ class BasketService:
             basket.items = []
             return basket
 
-        return await self._update(buyer_id, clear, conditions)
+        return await self._update(buyer_id, clear, conditions, replaces=True)
 
-    async def _update(self, buyer_id: str, change: Change, conditions: Preconditions) -> Saved:
+    async def _update(
+        self, buyer_id: str, change: Change, conditions: Preconditions, *, replaces: bool = False
+    ) -> Saved:
         """`_read_modify_write`, taking turns with this buyer's other writes in this process.
 
         A change without conditions joins the buyer's waiting `Batch` (or opens one), so while
         one write is saved, the changes that arrive meanwhile are saved together by the next:
         contention on one basket costs one read and one save per batch, not per request. A
-        change with conditions runs on its own: they name the version it replaces."""
+        change with conditions runs on its own: they name the version it replaces. So does one
+        that `replaces` whatever is stored (PUT, DELETE), even a value that cannot be read."""
         key = state_key(buyer_id)
-        if conditions.present:
+        if conditions.present or replaces:
             async with self._locks.hold(key):
-                return await self._read_modify_write(buyer_id, change, conditions)
+                return await self._read_modify_write(buyer_id, change, conditions, replaces)
         future: asyncio.Future[Saved] = asyncio.get_running_loop().create_future()
         batch = self._batches.get(key)
         if batch is None:
@@ -362,7 +387,7 @@ class BasketService:
             batch.settle(saved)
 
     async def _read_modify_write(
-        self, buyer_id: str, change: Change, conditions: Preconditions
+        self, buyer_id: str, change: Change, conditions: Preconditions, replaces: bool = False
     ) -> Saved:
         """Read the basket, check the request's conditions on it, apply `change` (a fresh copy
         in, the new basket out), save it under the store ETag that was read. When somebody else
@@ -378,7 +403,12 @@ class BasketService:
         while True:
             # Strong: the ETag we save against must be the newest one.
             entry = await self._sidecar.get_state(state_key(buyer_id), consistency="strong")
-            current = self._basket(buyer_id, entry.value)
+            try:
+                current = self._basket(buyer_id, entry.value)
+            except UnreadableBasket:
+                if not replaces:
+                    raise
+                current = Basket(buyer_id=buyer_id)  # replaced, as asked: nothing to keep
             self._send_outbox(current)
             if (
                 refused is not None
@@ -565,6 +595,8 @@ class BasketService:
         self, request_id: str, basket: Basket, shipping: Shipping
     ) -> UserCheckoutAccepted:
         priced = await self._with_current_prices(basket.model_copy(deep=True))
+        if gone := [i.product_id for i in priced.items if i.unavailable]:
+            raise _unavailable(gone)
         lines = [
             CheckoutLine(
                 product_id=i.product_id,
@@ -581,6 +613,69 @@ class BasketService:
             total=sum((line.unit_price * line.quantity for line in lines), Decimal(0)),
             shipping=shipping,
         )
+
+    # -- checkout outcomes ---------------------------------------------------------------
+
+    async def checkout_status(self, buyer_id: str, request_id: str) -> CheckoutStatus:
+        """The outcome of one of the buyer's latest CHECKOUTS_KEPT checkouts. Raises NotFound
+        (404) for any other id."""
+        entry = await self._sidecar.get_state(state_key(buyer_id), consistency="eventual")
+        record = _record(self._basket(buyer_id, entry.value), request_id)
+        if record is None:
+            raise NotFound(f"No recent checkout {request_id} of this basket.")
+        return CheckoutStatus.model_validate(record.model_dump())
+
+    async def record_reserved(self, event: StockReserved) -> None:
+        """Mark the checkout reserved. A repeat, or a checkout the basket no longer remembers,
+        changes nothing. Raises StateStoreUnavailable / SidecarUnavailable (503)."""
+
+        def reserved(basket: Basket) -> Basket:
+            record = _record(basket, event.request_id)
+            if record is None or record.status != "accepted":
+                raise OutcomeKnown
+            record.status = "reserved"
+            return basket
+
+        with contextlib.suppress(OutcomeKnown):
+            await self._update(event.buyer_id, reserved, NONE)
+
+    async def record_rejected(self, event: StockReservationRejected) -> None:
+        """Mark the checkout rejected and put its lines back into the basket, in the same save,
+        so a repeated event finds it marked and gives nothing back twice. A product the catalog
+        no longer has, or one that no longer fits (quantity or line limits), is not put back;
+        `returned` names those that were. Raises CatalogUnavailable / StateStoreUnavailable /
+        SidecarUnavailable (503)."""
+        ids = list(dict.fromkeys(line.product_id for line in event.items))
+        found = await self._lookups.get(ids)
+        limit = self._settings.basket_max_lines
+
+        def give_back(basket: Basket) -> Basket:
+            record = _record(basket, event.request_id)
+            if record is None or record.status != "accepted":
+                raise OutcomeKnown
+            returned = []
+            for line in event.items:
+                product = found.get(line.product_id)
+                if product is None:
+                    continue
+                held = next((i for i in basket.items if i.product_id == product["id"]), None)
+                if held is not None:
+                    if held.quantity + line.quantity > MAX_QUANTITY:
+                        continue
+                    held.quantity += line.quantity
+                    _reprice(held, product)
+                elif len(basket.items) < limit:
+                    basket.items.append(_new_item(product, line.quantity))
+                else:
+                    continue
+                returned.append(line.product_id)
+            record.status = "rejected"
+            record.shortages = list(event.shortages)
+            record.returned = returned
+            return basket
+
+        with contextlib.suppress(OutcomeKnown):
+            await self._update(event.buyer_id, give_back, NONE)
 
     # -- idempotency keys ----------------------------------------------------------------
 
@@ -670,7 +765,7 @@ class BasketService:
                 entry = await self._sidecar.get_state(key, consistency="strong")
                 if entry.value is not None:
                     known = ProductPrice.model_validate(entry.value)
-                    if known.price_version >= change.price_version:
+                    if known.deleted or known.price_version >= change.price_version:
                         return False
                 price = ProductPrice(
                     product_id=change.product_id,
@@ -688,6 +783,45 @@ class BasketService:
                 except ETagMismatch:
                     continue  # another replica saved a price meanwhile: compare with that one
 
+    async def apply_product_deleted(self, event_id: str, deleted: ProductDeleted) -> None:
+        """Replace the product's price entry with a tombstone that lives as long as a basket
+        can (the basket TTL): lines holding the product read as unavailable, and a late price
+        change for it is ignored. Then the entry expires. Raises StateStoreUnavailable /
+        SidecarUnavailable (503)."""
+        key = price_key(deleted.product_id)
+        async with self._locks.hold(key):
+            while True:
+                entry = await self._sidecar.get_state(key, consistency="strong")
+                known = ProductPrice.model_validate(entry.value) if entry.value else None
+                if known is not None and known.deleted:
+                    return
+                tombstone = ProductPrice(
+                    product_id=deleted.product_id,
+                    price=known.price if known else Decimal(0),
+                    price_version=known.price_version if known else 0,
+                    event_id=event_id,
+                    deleted=True,
+                )
+                try:
+                    await self._sidecar.save_state(
+                        key, _stored(tombstone), etag=entry.etag, consistency="strong",
+                        ttl_seconds=self._settings.basket_ttl_seconds,
+                    )  # fmt: skip
+                    return
+                except ETagMismatch:
+                    continue
+
+    async def _deleted_products(self, product_ids: list[int]) -> set[int]:
+        """Which of `product_ids` the catalog deleted, as the price entries say."""
+        entries = await self._sidecar.get_bulk_state([price_key(i) for i in product_ids])
+        return {
+            product_id
+            for product_id in product_ids
+            if (entry := entries.get(price_key(product_id))) is not None
+            and entry.value is not None
+            and ProductPrice.model_validate(entry.value).deleted
+        }
+
     async def _with_current_prices(self, basket: Basket) -> Basket:
         """Show a newer catalog price than the one a line was added at, with the old one.
 
@@ -703,7 +837,9 @@ class BasketService:
             if entry is None or entry.value is None:
                 continue
             current = ProductPrice.model_validate(entry.value)
-            if current.price_version > item.price_version and current.price != item.unit_price:
+            if current.deleted:
+                item.unavailable = True
+            elif current.price_version > item.price_version and current.price != item.unit_price:
                 item.old_unit_price = item.unit_price
                 item.unit_price = current.price
                 item.price_version = current.price_version
@@ -729,9 +865,25 @@ class BasketService:
         return [product for i in ids if (product := found[i]) is not None]
 
     def _basket(self, buyer_id: str, value: Any | None) -> Basket:
+        """The stored value as a Basket (older schema versions migrated), or a new one when
+        nothing is stored. Raises UnreadableBasket (409) for a value of another shape, or one
+        that names another buyer; replacing the basket (PUT) or emptying it (DELETE) is how a
+        client gets past it."""
         if value is None:
             return Basket(buyer_id=buyer_id)
-        return Basket.model_validate(value)
+        try:
+            basket = Basket.model_validate(value)
+        except ValidationError as exc:
+            log.warning("Basket %r does not match the stored schema: %s", buyer_id, exc)
+            basket = None
+        if basket is None or basket.buyer_id != buyer_id:
+            if basket is not None:
+                log.warning("Basket %r names buyer %r", buyer_id, basket.buyer_id)
+            raise UnreadableBasket(
+                "The stored basket cannot be read; replace it (PUT /api/basket) or empty it "
+                "(DELETE /api/basket)."
+            )
+        return basket
 
     def _check_lines(self, count: int) -> None:
         if count > self._settings.basket_max_lines:
@@ -739,6 +891,18 @@ class BasketService:
                 f"items: a basket holds at most {self._settings.basket_max_lines} lines.",
                 errors=[{"field": "items", "in": "body", "message": "too many lines"}],
             )
+
+
+def _record(basket: Basket, request_id: str) -> CheckoutRecord | None:
+    return next((r for r in basket.checkouts if r.request_id == request_id), None)
+
+
+def _unavailable(product_ids: list[int]) -> ProductUnavailable:
+    return ProductUnavailable(
+        f"productId: product {', '.join(map(str, product_ids))} is no longer sold; remove it "
+        "from the basket.",
+        productIds=product_ids,
+    )
 
 
 def _checkout_with_key(basket: Basket, idempotency_key: str | None) -> str | None:

@@ -11,6 +11,8 @@ from pydantic.alias_generators import to_camel
 PRICE_CHANGED = "product-price-changed"
 CHECKOUT_ACCEPTED = "user-checkout-accepted"
 RESERVATION_REJECTED = "stock-reservation-rejected"
+STOCK_RESERVED = "stock-reserved"
+PRODUCT_DELETED = "product-deleted"
 
 Money = Annotated[Decimal, PlainSerializer(float, return_type=float, when_used="json")]
 
@@ -48,7 +50,24 @@ class Shortage(EventModel):
 
 
 class StockReservationRejected(EventModel):
+    """Nothing was reserved. `items` are the checkout's lines, so the basket can give them
+    back to the buyer."""
+
     request_id: str
     buyer_id: str
     reason: str
     shortages: list[Shortage]
+    items: list[CheckoutLine]
+
+
+class StockReserved(EventModel):
+    """Every line of the checkout was taken off stock."""
+
+    request_id: str
+    buyer_id: str
+
+
+class ProductDeleted(EventModel):
+    """The product is gone from the catalog; a basket line holding it can no longer be bought."""
+
+    product_id: int

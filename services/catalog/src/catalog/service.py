@@ -14,11 +14,15 @@ from catalog.errors import InvalidField, ItemNotFound, PictureNotFound
 from catalog.events import (
     CHECKOUT_ACCEPTED,
     PRICE_CHANGED,
+    PRODUCT_DELETED,
     RESERVATION_REJECTED,
+    STOCK_RESERVED,
     EventModel,
+    ProductDeleted,
     ProductPriceChanged,
     Shortage,
     StockReservationRejected,
+    StockReserved,
     UserCheckoutAccepted,
 )
 from catalog.models import CatalogBrand, CatalogItem, CatalogType
@@ -128,7 +132,8 @@ def reserve_stock(
 ) -> ReservationOutcome:
     """Take every line's quantity off stock in one transaction, or none of them.
 
-    The event id is recorded in the same transaction, so a second delivery changes nothing.
+    The event id is recorded in the same transaction, with StockReserved in the outbox, so a
+    second delivery changes nothing.
     A refusal is recorded (with its StockReservationRejected event in the outbox) separately,
     after the partial reservation has been rolled back.
     """
@@ -149,6 +154,10 @@ def reserve_stock(
                     )
             if shortages:
                 raise _Rejected(shortages)
+            reserved = StockReserved(request_id=checkout.request_id, buyer_id=checkout.buyer_id)
+            repository.add_outbox_message(
+                session, STOCK_RESERVED, "StockReserved", _payload(reserved)
+            )
             return ReservationOutcome.RESERVED
     except _Rejected as rejected:
         shortages = rejected.shortages
@@ -160,6 +169,7 @@ def reserve_stock(
             buyer_id=checkout.buyer_id,
             reason="not enough stock",
             shortages=shortages,
+            items=checkout.items,
         )
         repository.add_outbox_message(
             session, RESERVATION_REJECTED, "StockReservationRejected", _payload(event)
@@ -172,8 +182,13 @@ def _payload(event: EventModel) -> dict[str, Any]:
 
 
 def delete_item(session: Session, item_id: int) -> None:
+    """Delete the item and, in the same transaction, put ProductDeleted in the outbox, so
+    baskets holding it learn that it can no longer be bought. Raises ItemNotFound (404)."""
     if not repository.delete_item(session, item_id):
         raise ItemNotFound(item_id)
+    repository.add_outbox_message(
+        session, PRODUCT_DELETED, "ProductDeleted", _payload(ProductDeleted(product_id=item_id))
+    )
 
 
 def list_brands(session: Session) -> Sequence[CatalogBrand]:
