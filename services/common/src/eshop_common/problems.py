@@ -3,8 +3,10 @@ schema that every route's error responses declare in the OpenAPI document."""
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Mapping
+import re
+from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -15,7 +17,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -295,14 +299,82 @@ async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(exc.status_code, detail, headers=headers)
 
 
-async def _on_unexpected(_: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error", exc_info=exc)
-    return problem_response(500, "An unexpected error occurred; it has been logged.")
+# W3C Trace Context §3.2: version-traceid-parentid-flags, lowercase hex; an all-zero id is invalid.
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-(?!0{32})([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
+
+
+def trace_id(request: Request) -> str | None:
+    """The trace id of the request's `traceparent` header (what the sidecar sends), if valid."""
+    match = _TRACEPARENT.match(request.headers.get("traceparent", ""))
+    return match.group(1) if match else None
+
+
+async def _on_unexpected(request: Request, _: Exception) -> JSONResponse:
+    # Nothing about the exception goes to the client; the trace id finds the logged traceback.
+    extensions: dict[str, Any] = {"traceId": tid} if (tid := trace_id(request)) else {}
+    return problem_response(500, "An unexpected error occurred; it has been logged.", **extensions)
+
+
+class UnexpectedErrors:
+    """ASGI middleware: an exception that no handler took is logged once, with its traceback, and
+    answered with the app's handler for `Exception` (a 500 problem); the exception stops here.
+
+    Starlette's ServerErrorMiddleware sends the same 500 and then raises the exception on to the
+    server, as Starlette's documentation asks of errors. uvicorn then closes the connection after a
+    complete response that never said `Connection: close`, so a client that pools connections (a
+    Dapr sidecar) may send its next request, another buyer's, into a closed socket and get
+    `connection reset by peer`. Here the connection stays open.
+
+    Once the response has started, the exception goes on to the server, which closes the
+    connection: that is the only way to tell the client that the body it got is incomplete.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_and_note_start(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note_start)
+        except Exception as exc:
+            if started:
+                raise
+            request = Request(scope, receive)
+            tid = trace_id(request)
+            where = f"{request.method} {request.url.path}" + (f", trace id {tid}" if tid else "")
+            log.error("unhandled error in %s", where, exc_info=exc)
+            response = await _render_unexpected(request, exc)
+            await response(scope, receive, send)
+
+
+async def _render_unexpected(request: Request, exc: Exception) -> Response:
+    # The app's own handler for Exception (the storefront's is an HTML page), as Starlette's
+    # ServerErrorMiddleware would pick it: registered under Exception or 500.
+    handlers = request.app.exception_handlers
+    handler: Callable[[Request, Exception], Response | Awaitable[Response]] = (
+        handlers.get(Exception) or handlers.get(500) or _on_unexpected
+    )
+    response = handler(request, exc)
+    return await response if inspect.isawaitable(response) else response
 
 
 def install_problem_handlers(app: FastAPI) -> None:
+    """Render every error as a problem: `Problem`s, validation errors, HTTP errors, and any other
+    exception as a 500 on a connection that stays open (`UnexpectedErrors`). Middleware that the
+    app adds later wraps `UnexpectedErrors`, and so sees that 500 as a response."""
     install_problem_schema(app)
     app.add_exception_handler(Problem, _on_problem)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
+    # Also what ServerErrorMiddleware sends for an exception raised outside UnexpectedErrors.
     app.add_exception_handler(Exception, _on_unexpected)
+    app.add_middleware(UnexpectedErrors)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,8 +23,6 @@ from web.client import BackendError, Backends, make_http_client
 from web.config import Settings
 from web.rendering import AdminRequired, CsrfRejected, SignInRequired, redirect, render
 from web.security import Signer, derive_key
-
-log = logging.getLogger(__name__)
 
 settings = Settings()
 
@@ -105,8 +102,8 @@ async def on_invalid_request(request: Request, exc: Exception) -> Response:
     return error_page(request, 400, "That did not work", message)
 
 
-async def on_unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error", exc_info=exc)
+async def on_unexpected(request: Request, _: Exception) -> Response:
+    # eshop_common's UnexpectedErrors has logged it, and keeps the connection open.
     message = "Something unexpected went wrong. It has been logged; please try again."
     return error_page(request, 500, "Something went wrong", message)
 
