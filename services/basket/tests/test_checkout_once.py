@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from basket.service import checkout_id
+from devstack.procs import free_port
 from devstack.pytest_plugin import StackFactory
 from devstack.stack import DEMO_JWT_SECRET, Stack
 from devstack.testkit import (
@@ -353,3 +354,42 @@ def test_a_checkout_while_the_pubsub_is_down_is_accepted_and_published_once_it_i
         assert settle(stack, item["id"], 8, timeout=90) == 8
         eventually(lambda: outbox_of(stack, me) == [], what="the outbox emptied")
         assert len(checkout_events(stack, request_id)) == 1
+
+
+def test_the_catalog_remembers_event_ids_longer_than_an_outbox_entry_can_wait():
+    """An order left in a basket's outbox is sent again when the basket is next read, at most
+    the basket's TTL after its last save; the catalog must still know the id by then, or it
+    would reserve the stock a second time."""
+    from basket.config import Settings as BasketSettings
+    from catalog.config import Settings as CatalogSettings
+
+    assert CatalogSettings().event_retention_seconds > BasketSettings().basket_ttl_seconds
+
+
+def test_a_checkout_key_reused_after_its_record_expired_is_still_a_422_for_another_request(
+    basket_stack: Stack,
+):
+    """draft-ietf-httpapi-idempotency-key-header §2.7: the basket remembers which request each
+    checkout's key came with for longer than the key's own record lives."""
+    name = f"basket-short-keys-{basket_stack.state_store}"
+    url = basket_stack.start_extra_app(
+        name, "basket-api", free_port(), {"IDEMPOTENCY_KEY_SECONDS": "1"}
+    )
+    try:
+        item = new_product(basket_stack, stock=10)
+        me, key = buyer(), {"Idempotency-Key": uuid.uuid4().hex}
+        headers = {"Authorization": f"Bearer {mint_token(DEMO_JWT_SECRET, me)}"}
+        with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+            client.post("/api/basket/items", json={"productId": item["id"]})
+            first = client.post("/api/basket/checkout", json={"shipping": SHIPPING}, headers=key)
+            assert first.status_code == 202
+            time.sleep(2.5)  # the key's record has expired
+            client.post("/api/basket/items", json={"productId": item["id"], "quantity": 2})
+            same = client.post("/api/basket/checkout", json={"shipping": SHIPPING}, headers=key)
+            assert (same.status_code, same.json()) == (202, first.json())
+            time.sleep(2.5)
+            other = {"shipping": OTHER_SHIPPING}
+            assert_problem(client.post("/api/basket/checkout", json=other, headers=key), 422)
+            assert quantities(client.get("/api/basket").json()) == {item["id"]: 2}
+    finally:
+        basket_stack.stop_process(name)

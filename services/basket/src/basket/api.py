@@ -26,7 +26,7 @@ from basket.schemas import (
     StockReservationRejected,
     StockReserved,
 )
-from basket.service import BasketService, Saved
+from basket.service import BasketService, RequestKey, Saved
 from eshop_common.auth import CurrentUser, FromSidecar
 from eshop_common.events import DROP, RETRY, SUCCESS, EventAck, parse_event
 from eshop_common.problems import BadRequest, ServiceUnavailable, problem_responses
@@ -310,7 +310,8 @@ async def checkout_basket(
     UserCheckoutAccepted. 202: the order is recorded and its event is (or will be) published."""
 
     async def checkout() -> IdempotentReply:
-        request_id = await baskets.checkout(buyer, body.shipping, conditions, key)
+        once = RequestKey(key, _fingerprint(request, body)) if key is not None else None
+        request_id = await baskets.checkout(buyer, body.shipping, conditions, once)
         accepted = CheckoutAccepted(request_id=request_id).model_dump(by_alias=True)
         return IdempotentReply(status=202, body=accepted)
 

@@ -101,6 +101,7 @@ class UserCheckoutAccepted(CamelModel):
 
 
 CHECKOUTS_KEPT = 20
+REVISIONS_KEPT = 16
 
 
 class Shortage(CamelModel):
@@ -128,6 +129,8 @@ class CheckoutRecord(CheckoutStatus):
     with."""
 
     idempotency_key: str | None = None
+    # Which request the key came with (see api._fingerprint).
+    request_fingerprint: str | None = None
 
 
 class OutboxEntry(CamelModel):
@@ -143,6 +146,8 @@ class Basket(CamelModel):
 
     `revision` is drawn anew for every save and is the basket's HTTP ETag: random, so an old ETag
     can never match a later basket, whatever the store does with its own version numbers.
+    `revisions` are the latest ones saved, newest last: a writer whose save looked refused can
+    tell whether it was stored after all, even when others saved after it.
     `checkouts` holds the latest checkouts, so a checkout of a version that was already checked
     out is recognised as one. `outbox` holds the events of checkouts not yet known to be
     published: the basket's own transactional outbox, one key written by one conditional save."""
@@ -151,6 +156,7 @@ class Basket(CamelModel):
     buyer_id: str
     items: list[BasketItem] = Field(default_factory=list)
     revision: str = Field(default_factory=new_revision)
+    revisions: list[str] = Field(default_factory=list)
     checkouts: list[CheckoutRecord] = Field(default_factory=list)
     outbox: list[OutboxEntry] = Field(default_factory=list)
 

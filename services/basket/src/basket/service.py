@@ -25,6 +25,7 @@ from basket.config import Settings
 from basket.schemas import (
     CHECKOUTS_KEPT,
     MAX_QUANTITY,
+    REVISIONS_KEPT,
     Basket,
     BasketItem,
     BasketItemAdd,
@@ -134,6 +135,14 @@ def _stored(model: BaseModel) -> Any:
 def _backoff(attempt: int) -> float:
     # Full jitter, 5 ms doubling up to 200 ms: two replicas that collided do not collide again.
     return random.uniform(0, min(0.2, 0.005 * 2**attempt))  # noqa: S311 - not a secret
+
+
+@dataclass(frozen=True, slots=True)
+class RequestKey:
+    """A request's Idempotency-Key, and the fingerprint of the request it came with."""
+
+    key: str
+    fingerprint: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,20 +419,16 @@ class BasketService:
                     raise
                 current = Basket(buyer_id=buyer_id)  # replaced, as asked: nothing to keep
             self._send_outbox(current)
-            if (
-                refused is not None
-                and entry.value is not None
-                and current.revision == refused.revision
-            ):
+            if refused is not None and refused.revision in current.revisions:
                 # The "refused" save is stored after all: its reply was lost (a store that ended
                 # after writing) and the sidecar's retry under the same ETag was the one refused.
-                # Its revision is this attempt's own, so applying the change again would apply
-                # it twice.
+                # Others may have saved after it, a checkout may have taken it out already;
+                # applying the change again would apply it twice.
                 return Saved(refused)
             conditions.check(current.revision if entry.value is not None else None)
             changed = change(current)
             self._check_lines(len(changed.items))
-            changed.revision = new_revision()
+            _new_revision(changed)
             try:
                 await self._save(changed, entry.etag)
                 return Saved(changed)
@@ -443,7 +448,7 @@ class BasketService:
         buyer_id: str,
         shipping: Shipping,
         conditions: Preconditions = NONE,
-        idempotency_key: str | None = None,
+        once: RequestKey | None = None,
     ) -> str:
         """Check the basket out: one conditional save, under the store ETag of the version that
         was read, empties it and puts the priced UserCheckoutAccepted into the basket's outbox;
@@ -457,6 +462,10 @@ class BasketService:
         A publish that fails is retried in the background; one that a crash interrupted is
         finished by the next request that reads the basket (see `_send_outbox`).
 
+        With `once` (an Idempotency-Key), a checkout the basket remembers with that key is this
+        request's own earlier attempt: its request id is returned again, or IdempotencyKeyReused
+        (422) raised when it was another request.
+
         Raises BasketPreconditionFailed (412), EmptyBasket (400), AlreadyCheckedOut (409),
         BasketConflict (409) when the basket kept changing for `basket_conflict_seconds`,
         StateStoreUnavailable / SidecarUnavailable (503: nothing was checked out)."""
@@ -468,10 +477,10 @@ class BasketService:
             while True:
                 entry = await self._sidecar.get_state(key, consistency="strong")
                 basket = self._basket(buyer_id, entry.value)
-                if committed is not None and basket.revision == committed.revision:
+                if committed is not None and committed.revision in basket.revisions:
                     break  # the save that looked refused was stored: its reply was lost
                 self._send_outbox(basket)
-                earlier = _checkout_with_key(basket, idempotency_key)
+                earlier = _checkout_with_key(basket, once)
                 if earlier is not None:
                     # This request's earlier attempt got this far, then its reply was lost.
                     return earlier
@@ -485,11 +494,14 @@ class BasketService:
                     raise EmptyBasket("The basket is empty; add something before checking out.")
                 request_id = checkout_id(buyer_id, basket.revision)
                 event = await self._checkout_event(request_id, basket, shipping)
-                record = CheckoutRecord(request_id=request_id, idempotency_key=idempotency_key)
+                record = CheckoutRecord(
+                    request_id=request_id,
+                    idempotency_key=once.key if once else None,
+                    request_fingerprint=once.fingerprint if once else None,
+                )
                 committed = basket.model_copy(
                     update={
                         "items": [],
-                        "revision": new_revision(),
                         "checkouts": [*basket.checkouts, record][-CHECKOUTS_KEPT:],
                         "outbox": [
                             *basket.outbox,
@@ -497,6 +509,7 @@ class BasketService:
                         ],
                     }
                 )
+                _new_revision(committed)
                 try:
                     await self._save(committed, entry.etag)
                     break
@@ -513,8 +526,10 @@ class BasketService:
         except ServiceUnavailable:
             self._send_outbox(committed, grace=0)  # accepted all the same: retried from here
             return request_id
-        with contextlib.suppress(ServiceUnavailable):  # it stays, and is sent again later
+        try:
             await self._remove_from_outbox(buyer_id, request_id)
+        except ServiceUnavailable:
+            self._send_outbox(committed)  # sent again and removed from here, later
         return request_id
 
     # -- the basket's outbox -------------------------------------------------------------
@@ -702,12 +717,7 @@ class BasketService:
                     else None
                 )  # fmt: skip
                 if record is not None and record.fingerprint != fingerprint:
-                    raise IdempotencyKeyReused(
-                        "Idempotency-Key: this key was used for another request; use a new key "
-                        "for a new request.",
-                        errors=[{"field": "Idempotency-Key", "in": "header",
-                                 "message": "key reused with another request"}],
-                    )  # fmt: skip
+                    raise _key_reused()
                 if record is not None and record.reply is not None:
                     return record.reply
                 lease = self._settings.idempotency_lease_seconds
@@ -893,6 +903,21 @@ class BasketService:
             )
 
 
+def _new_revision(basket: Basket) -> None:
+    """Give the basket about to be saved a revision of its own, and remember it."""
+    basket.revision = new_revision()
+    basket.revisions = [*basket.revisions, basket.revision][-REVISIONS_KEPT:]
+
+
+def _key_reused() -> IdempotencyKeyReused:
+    return IdempotencyKeyReused(
+        "Idempotency-Key: this key was used for another request; use a new key for a new "
+        "request.",
+        errors=[{"field": "Idempotency-Key", "in": "header",
+                 "message": "key reused with another request"}],
+    )  # fmt: skip
+
+
 def _record(basket: Basket, request_id: str) -> CheckoutRecord | None:
     return next((r for r in basket.checkouts if r.request_id == request_id), None)
 
@@ -905,12 +930,16 @@ def _unavailable(product_ids: list[int]) -> ProductUnavailable:
     )
 
 
-def _checkout_with_key(basket: Basket, idempotency_key: str | None) -> str | None:
-    """The request id of the basket's checkout made with `idempotency_key`, if any."""
-    if idempotency_key is None:
+def _checkout_with_key(basket: Basket, key: RequestKey | None) -> str | None:
+    """The request id of the basket's checkout made with this Idempotency-Key, if any. Raises
+    IdempotencyKeyReused (422) when that checkout was another request
+    (draft-ietf-httpapi-idempotency-key-header §2.7), even after the key's own record expired."""
+    if key is None:
         return None
     for record in basket.checkouts:
-        if record.idempotency_key == idempotency_key:
+        if record.idempotency_key == key.key:
+            if record.request_fingerprint != key.fingerprint:
+                raise _key_reused()
             return record.request_id
     return None
 
