@@ -86,9 +86,11 @@ def test_the_store_keeps_the_basket_under_the_app_id_prefix_with_its_revision(
 
     value, _store_version, expires = stored_basket(basket_stack, me)
     # The stored lines also remember the catalog's price version they were priced at; the
-    # basket its revision (the HTTP ETag), its latest checkouts and its outbox.
+    # basket its revision (the HTTP ETag) and the latest ones, its latest checkouts, its outbox.
     assert [line.pop("priceVersion") for line in value["items"]] == [0]
-    assert f'"{value.pop("revision")}"' == resp.headers["etag"]
+    revision = value.pop("revision")
+    assert f'"{revision}"' == resp.headers["etag"]
+    assert value.pop("revisions") == [revision]
     assert value.pop("checkouts") == []
     assert value.pop("outbox") == []
     assert value.pop("schemaVersion") == 2

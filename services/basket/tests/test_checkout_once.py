@@ -10,7 +10,10 @@ import uuid
 
 import httpx
 import pytest
+from starlette.requests import Request
 
+from basket.api import _fingerprint
+from basket.schemas import CheckoutRequest
 from basket.service import checkout_id
 from devstack.procs import free_port
 from devstack.pytest_plugin import StackFactory
@@ -168,6 +171,13 @@ def test_a_refused_request_leaves_its_idempotency_key_free(as_user, products):
     assert resp.status_code == 202, resp.text
 
 
+def checkout_fingerprint(shipping: dict) -> str:
+    """What the API records for `POST /api/basket/checkout` with this body and no conditions."""
+    request = Request({"type": "http", "method": "POST", "path": "/api/basket/checkout",
+                       "headers": []})  # fmt: skip
+    return _fingerprint(request, CheckoutRequest.model_validate({"shipping": shipping}))
+
+
 def crash_after_the_checkout_save(stack: Stack, me: str, idempotency_key: str | None = None) -> str:
     """Leave the buyer's basket as a checkout that crashed right after its save leaves it:
     emptied, the order in its outbox, nothing published. Returns the order's request id."""
@@ -183,7 +193,8 @@ def crash_after_the_checkout_save(stack: Stack, me: str, idempotency_key: str | 
         event = {"requestId": request_id, "buyerId": me, "items": lines,
                  "total": sum(line["unitPrice"] * line["quantity"] for line in lines),
                  "shipping": SHIPPING}  # fmt: skip
-        record = {"requestId": request_id, "idempotencyKey": idempotency_key}
+        record = {"requestId": request_id, "idempotencyKey": idempotency_key,
+                  "requestFingerprint": checkout_fingerprint(SHIPPING)}  # fmt: skip
         committed = {
             **stored, "items": [], "revision": str(uuid.uuid4()), "checkouts": [record],
             "outbox": [{"event": event, "committedAt": time.time() - 60}],
@@ -393,3 +404,34 @@ def test_a_checkout_key_reused_after_its_record_expired_is_still_a_422_for_anoth
             assert quantities(client.get("/api/basket").json()) == {item["id"]: 2}
     finally:
         basket_stack.stop_process(name)
+
+
+def test_an_order_a_stopped_replica_could_not_publish_is_sent_by_another_replicas_sweep(
+    stack_factory: StackFactory,
+):
+    """The replica that accepted the checkout stops (a rolling update) while the event bus is
+    down. The registry it wrote before saving lists the buyer; another replica's sweep finds
+    the order in the basket's outbox and publishes it, without the buyer coming back."""
+    stack = stack_factory.get("postgresql")
+    assert stack.redis is not None
+    accepting, sweeping = "basket-stops-during-outage", "basket-sweeps-every-second"
+    url = stack.start_extra_app(accepting, "basket-api", free_port(), {})
+    stack.start_extra_app(sweeping, "basket-api", free_port(), {"OUTBOX_SWEEP_SECONDS": "1"})
+    try:
+        item = new_product(stack, stock=10)
+        me = buyer()
+        headers = {"Authorization": f"Bearer {mint_token(DEMO_JWT_SECRET, me)}"}
+        with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+            client.post("/api/basket/items", json={"productId": item["id"], "quantity": 2})
+            stack.redis.stop()
+            try:
+                accepted = client.post("/api/basket/checkout", json={"shipping": SHIPPING})
+                assert accepted.status_code == 202, accepted.text
+                stack.stop_process(accepting)
+            finally:
+                stack.redis.start()
+        assert settle(stack, item["id"], 8, timeout=60) == 8
+        eventually(lambda: outbox_of(stack, me) == [], what="the outbox emptied")
+        assert len(checkout_events(stack, accepted.json()["requestId"])) == 1
+    finally:
+        stack.stop_process(sweeping)

@@ -24,6 +24,8 @@ class Settings(ServiceSettings):
     # How long one read-modify-write keeps retrying after ETag conflicts before answering 409.
     # Inside one process a buyer's writes take turns, so only other replicas cause conflicts.
     basket_conflict_seconds: float = Field(default=10.0, gt=0)
+    # How often each replica looks for checkouts another replica left unpublished.
+    outbox_sweep_seconds: float = Field(default=30.0, gt=0)
     # The breaker in front of the state store: this many outages in a row open it for so long.
     store_breaker_threshold: int = Field(default=5, ge=1)
     store_breaker_open_seconds: float = Field(default=5.0, gt=0)

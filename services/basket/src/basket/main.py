@@ -1,5 +1,6 @@
 """The basket service: FastAPI app, lifespan and readiness."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TypedDict
@@ -34,8 +35,10 @@ async def lifespan(_: FastAPI) -> AsyncIterator[State]:
         breaker=StoreBreaker(settings.store_breaker_threshold, settings.store_breaker_open_seconds),
     ) as sidecar:
         baskets = BasketService(sidecar, settings)
+        sweeper = asyncio.create_task(baskets.sweep_forever())
         freeze_startup_objects()
         yield {"sidecar": sidecar, "baskets": baskets}
+        sweeper.cancel()
         await baskets.close()
 
 

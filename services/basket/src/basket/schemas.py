@@ -141,6 +141,14 @@ class OutboxEntry(CamelModel):
     committed_at: float
 
 
+class PendingOutboxes(CamelModel):
+    """Key `outbox-pending:<shard>`: buyers whose basket may hold an unpublished checkout, with
+    the Unix time each was last registered. Written before a checkout's save, so a replica
+    that dies before publishing leaves a trace another replica's sweep follows."""
+
+    buyers: dict[str, float] = Field(default_factory=dict)
+
+
 class Basket(CamelModel):
     """The basket as stored in the state store under the buyer's id.
 

@@ -10,6 +10,7 @@ import logging
 import random
 import time
 import weakref
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from basket.schemas import (
     IdempotencyRecord,
     IdempotentReply,
     OutboxEntry,
+    PendingOutboxes,
     ProductDeleted,
     ProductPrice,
     ProductPriceChanged,
@@ -115,6 +117,15 @@ def state_key(buyer_id: str) -> str:
 def price_key(product_id: int) -> str:
     # Buyer ids never contain ':' (see api.py), so no buyer's basket can take this key.
     return f"product-price:{product_id}"
+
+
+OUTBOX_SHARDS = 16
+
+
+def pending_key(buyer_id: str) -> str:
+    """The registry shard that lists this buyer when its basket may hold an unpublished
+    checkout (`outbox-pending:0` to `outbox-pending:15`)."""
+    return f"outbox-pending:{zlib.crc32(buyer_id.encode()) % OUTBOX_SHARDS}"
 
 
 def idempotency_key(buyer_id: str, key: str) -> str:
@@ -474,6 +485,7 @@ class BasketService:
             deadline = time.monotonic() + self._settings.basket_conflict_seconds
             attempt = 0
             committed: Basket | None = None
+            registered = False
             while True:
                 entry = await self._sidecar.get_state(key, consistency="strong")
                 basket = self._basket(buyer_id, entry.value)
@@ -494,6 +506,9 @@ class BasketService:
                     raise EmptyBasket("The basket is empty; add something before checking out.")
                 request_id = checkout_id(buyer_id, basket.revision)
                 event = await self._checkout_event(request_id, basket, shipping)
+                if not registered:  # before the save: a crash after it leaves a trace
+                    await self._register_pending(buyer_id)
+                    registered = True
                 record = CheckoutRecord(
                     request_id=request_id,
                     idempotency_key=once.key if once else None,
@@ -583,21 +598,100 @@ class BasketService:
         )  # fmt: skip
 
     async def _remove_from_outbox(self, buyer_id: str, request_id: str) -> None:
-        """Take a published event out of the outbox. The basket keeps its revision: what a
-        client sees of it (its representation, RFC 9110 §8.8.3) does not change. Raises
-        StateStoreUnavailable / SidecarUnavailable (503)."""
+        """Take a published event out of the outbox. Raises StateStoreUnavailable /
+        SidecarUnavailable (503)."""
+
+        def remove(basket: Basket) -> Basket | None:
+            left = [e for e in basket.outbox if e.event.request_id != request_id]
+            return None if len(left) == len(basket.outbox) else basket.model_copy(
+                update={"outbox": left}
+            )  # fmt: skip
+
+        await self._amend(buyer_id, remove)
+
+    async def _amend(self, buyer_id: str, change: Callable[[Basket], Basket | None]) -> None:
+        """Save a change to the stored basket that a client cannot see: the basket keeps its
+        revision, because its representation (RFC 9110 §8.8.3) is the same, so a client's
+        If-Match still holds. `change` returns None when there is nothing (left) to do, which
+        makes a retry after a lost reply harmless. Raises StateStoreUnavailable /
+        SidecarUnavailable (503)."""
         key = state_key(buyer_id)
         while True:
             entry = await self._sidecar.get_state(key, consistency="strong")
-            basket = self._basket(buyer_id, entry.value)
-            left = [e for e in basket.outbox if e.event.request_id != request_id]
-            if entry.value is None or len(left) == len(basket.outbox):
+            if entry.value is None:
+                return
+            amended = change(self._basket(buyer_id, entry.value))
+            if amended is None:
                 return
             try:
-                await self._save(basket.model_copy(update={"outbox": left}), entry.etag)
+                await self._save(amended, entry.etag)
                 return
             except ETagMismatch:
                 continue  # the basket changed meanwhile: look again
+
+    async def _register_pending(self, buyer_id: str) -> None:
+        """List the buyer in its registry shard, with the time now. Raises
+        StateStoreUnavailable / SidecarUnavailable (503)."""
+        await self._change_pending(
+            pending_key(buyer_id), lambda buyers: {**buyers, buyer_id: time.time()}
+        )
+
+    async def _change_pending(
+        self, key: str, change: Callable[[dict[str, float]], dict[str, float]]
+    ) -> None:
+        async with self._locks.hold(key):
+            while True:
+                entry = await self._sidecar.get_state(key, consistency="strong")
+                pending = PendingOutboxes.model_validate(entry.value or {})
+                buyers = change(pending.buyers)
+                if buyers == pending.buyers:
+                    return
+                try:
+                    await self._sidecar.save_state(
+                        key, _stored(PendingOutboxes(buyers=buyers)), etag=entry.etag,
+                        consistency="strong", ttl_seconds=None,
+                    )  # fmt: skip
+                    return
+                except ETagMismatch:
+                    continue
+
+    async def sweep_outboxes(self) -> None:
+        """Follow the registry: send what the listed baskets still hold in their outboxes (at
+        least OUTBOX_GRACE_SECONDS old), and unlist the buyers whose outbox is empty, unless
+        they were listed again meanwhile. Every replica sweeps; a repeat is harmless. Raises
+        StateStoreUnavailable / SidecarUnavailable (503)."""
+        keys = [f"outbox-pending:{shard}" for shard in range(OUTBOX_SHARDS)]
+        entries = await self._sidecar.get_bulk_state(keys)
+        settled_before = time.time() - OUTBOX_GRACE_SECONDS
+        for key in keys:
+            entry = entries.get(key)
+            if entry is None or entry.value is None:
+                continue
+            listed = PendingOutboxes.model_validate(entry.value).buyers
+            done: dict[str, float] = {}
+            for buyer_id, since in listed.items():
+                if since > settled_before:
+                    continue  # its checkout may still be on its way
+                basket = await self._sidecar.get_state(state_key(buyer_id), consistency="strong")
+                try:
+                    outbox = self._basket(buyer_id, basket.value).outbox
+                except UnreadableBasket:
+                    outbox = []
+                if outbox:
+                    self._send_outbox(self._basket(buyer_id, basket.value))
+                else:
+                    done[buyer_id] = since
+            if done:
+                await self._change_pending(key, functools.partial(_unlist, done))
+
+    async def sweep_forever(self) -> None:
+        """`sweep_outboxes` every `outbox_sweep_seconds`, for as long as the service runs."""
+        while True:
+            await asyncio.sleep(self._settings.outbox_sweep_seconds)
+            try:
+                await self.sweep_outboxes()
+            except ServiceUnavailable as exc:
+                log.warning("Outbox sweep skipped: %s", exc)
 
     async def close(self) -> None:
         """Stop the background publishing; what it had not sent stays in the outboxes."""
@@ -644,15 +738,15 @@ class BasketService:
         """Mark the checkout reserved. A repeat, or a checkout the basket no longer remembers,
         changes nothing. Raises StateStoreUnavailable / SidecarUnavailable (503)."""
 
-        def reserved(basket: Basket) -> Basket:
+        def reserved(basket: Basket) -> Basket | None:
             record = _record(basket, event.request_id)
             if record is None or record.status != "accepted":
-                raise OutcomeKnown
+                return None
             record.status = "reserved"
             return basket
 
-        with contextlib.suppress(OutcomeKnown):
-            await self._update(event.buyer_id, reserved, NONE)
+        # The basket's items do not change, so neither does its ETag.
+        await self._amend(event.buyer_id, reserved)
 
     async def record_rejected(self, event: StockReservationRejected) -> None:
         """Mark the checkout rejected and put its lines back into the basket, in the same save,
@@ -907,6 +1001,11 @@ def _new_revision(basket: Basket) -> None:
     """Give the basket about to be saved a revision of its own, and remember it."""
     basket.revision = new_revision()
     basket.revisions = [*basket.revisions, basket.revision][-REVISIONS_KEPT:]
+
+
+def _unlist(done: dict[str, float], buyers: dict[str, float]) -> dict[str, float]:
+    """`buyers` without those in `done`, unless listed again since (another timestamp)."""
+    return {b: t for b, t in buyers.items() if done.get(b) != t}
 
 
 def _key_reused() -> IdempotencyKeyReused:
