@@ -48,7 +48,9 @@ class Storefront:
             base_url=self.catalog_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
         )
 
-    def new_product(self, *, name: str | None = None, price: float = 10.0) -> dict[str, Any]:
+    def new_product(
+        self, *, name: str | None = None, price: float = 10.0, stock: int = 25
+    ) -> dict[str, Any]:
         """A catalog item of the test's own, so no other test's prices move under it."""
         with self.catalog_admin() as admin:
             brand = admin.get("/api/catalog/brands").json()[0]
@@ -62,7 +64,7 @@ class Storefront:
                     "pictureFileName": "northwind-camp-lantern.svg",
                     "catalogBrandId": brand["id"],
                     "catalogTypeId": kind["id"],
-                    "availableStock": 25,
+                    "availableStock": stock,
                 },
             )
         assert resp.status_code == 201, resp.text

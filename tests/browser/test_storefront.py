@@ -137,9 +137,30 @@ def test_a_shopper_signs_in_filters_searches_fills_the_basket_and_checks_out(pag
     page.get_by_role("button", name="Place order").click()
     expect(page.get_by_test_id("checkout-done")).to_contain_text("has been accepted")
     assert UUID.match(page.get_by_test_id("request-id").inner_text())
+    # The page looks again until the catalog has answered.
+    expect(page.get_by_test_id("checkout-status")).to_have_attribute("data-status", "reserved")
     storefront.screenshot(page, "checkout-done")
     page.get_by_role("link", name="See your basket").click()
     expect(page.get_by_test_id("basket-empty")).to_be_visible()
+
+
+def test_a_checkout_the_catalog_cannot_supply_says_why_and_gives_the_items_back(page, storefront):
+    scarce = storefront.new_product(stock=1)
+    storefront.sign_in(page, unique_user("unlucky"))
+    page.goto(f"/items/{scarce['id']}")
+    page.get_by_label("Quantity").fill("3")
+    page.get_by_role("button", name="Add to basket").click()
+    page.goto("/checkout")
+    fill_shipping(page)
+    page.get_by_role("button", name="Place order").click()
+
+    status = page.get_by_test_id("checkout-status")
+    expect(status).to_have_attribute("data-status", "rejected")
+    expect(status).to_contain_text(f"{scarce['name']}: you asked for 3, 1 left.")
+    storefront.screenshot(page, "checkout-rejected")
+    page.get_by_test_id("returned").get_by_role("link", name="your basket").click()
+    expect(basket_rows(page)).to_have_count(1)
+    assert basket_rows(page).first.get_by_role("spinbutton").input_value() == "3"
 
 
 def test_a_second_shopper_in_another_browser_sees_only_their_own_basket(new_page, storefront):

@@ -16,7 +16,15 @@ import httpx
 from pydantic import TypeAdapter, ValidationError
 
 from web.config import Settings
-from web.schemas import Basket, CatalogItem, CatalogPage, ItemWrite, Named, Shipping
+from web.schemas import (
+    Basket,
+    CatalogItem,
+    CatalogPage,
+    CheckoutStatus,
+    ItemWrite,
+    Named,
+    Shipping,
+)
 
 T = TypeVar("T")
 
@@ -25,6 +33,7 @@ NAMED_LIST = TypeAdapter(list[Named])
 CATALOG_PAGE = TypeAdapter(CatalogPage)
 CATALOG_ITEM = TypeAdapter(CatalogItem)
 BASKET = TypeAdapter(Basket)
+CHECKOUT_STATUS = TypeAdapter(CheckoutStatus)
 # Headers of a picture that the browser should see as the catalog sent them.
 PICTURE_HEADERS = (
     "content-type", "etag", "last-modified", "cache-control",
@@ -241,6 +250,15 @@ class Backends:
         if not isinstance(request_id, str):
             raise BackendError(502, "The basket service accepted the checkout without an id.")
         return request_id
+
+    async def checkout_status(self, token: str, request_id: str) -> CheckoutStatus | None:
+        """What became of one of the buyer's checkouts; None when the basket does not know it."""
+        resp = await self._call(
+            "GET", self._basket, f"api/basket/checkouts/{request_id}", token=token, ok=(404,)
+        )
+        if resp.status_code == 404:
+            return None
+        return self._parse(CHECKOUT_STATUS, resp, self._basket)
 
     # -- the sidecar itself -----------------------------------------------------------------
     async def sidecar_ready(self) -> bool:

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Form, Header, Path, Query, Request
 from fastapi.responses import Response
 
 from eshop_common.auth import mint_token
-from web.client import BackendError
+from web.client import BackendError, Backends
 from web.rendering import (
     AdminDep,
     BackendsDep,
@@ -335,14 +335,39 @@ async def check_out(
 @router.get("/checkout/done")
 async def read_checkout_done(
     request: Request,
-    _visitor: SignedInDep,
+    backends: BackendsDep,
+    visitor: SignedInDep,
     request_id: Annotated[str, Query(alias="request", max_length=64)] = "",
 ) -> Response:
-    """The confirmation: the checkout request was accepted and will be processed."""
+    """The confirmation, with what became of the checkout so far: accepted (the page looks
+    again every two seconds), reserved, or rejected with the reasons and what went back into
+    the basket."""
+    assert visitor.token is not None
+    known = request_id if REQUEST_ID.match(request_id) else None
+    outcome, error = None, None
+    if known is not None:
+        try:
+            outcome = await backends.checkout_status(visitor.token, known)
+        except BackendError as exc:
+            error = exc.message
+    names: dict[int, str] = {}
+    if outcome is not None and outcome.shortages:
+        names = await _product_names(backends, [s.product_id for s in outcome.shortages])
     return render(
         request, "checkout_done.html",
-        {"request_id": request_id if REQUEST_ID.match(request_id) else None},
+        {"request_id": known, "outcome": outcome, "error": error, "names": names},
     )  # fmt: skip
+
+
+async def _product_names(backends: Backends, ids: list[int]) -> dict[int, str]:
+    """Names for the products a rejection names; one the catalog no longer has is left out."""
+    names = {}
+    for product_id in ids:
+        try:
+            names[product_id] = (await backends.get_item(product_id)).name
+        except BackendError:
+            continue
+    return names
 
 
 # -- admin ----------------------------------------------------------------------------------

@@ -67,6 +67,7 @@ class BasketItem(CamelModel):
     old_unit_price: Decimal | None = None
     quantity: int
     picture_url: str | None = None
+    unavailable: bool = False  # the catalog deleted the product
 
     @property
     def line_total(self) -> Decimal:
@@ -92,3 +93,18 @@ class Shipping(CamelModel):
     city: str
     postal_code: str
     country: str
+
+
+class Shortage(CamelModel):
+    product_id: int
+    requested: int
+    available: int | None = None
+
+
+class CheckoutStatus(CamelModel):
+    """`GET /api/basket/checkouts/{requestId}`: accepted, reserved or rejected."""
+
+    request_id: str
+    status: str
+    shortages: list[Shortage] = Field(default_factory=list)
+    returned: list[int] = Field(default_factory=list)
