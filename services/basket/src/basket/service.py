@@ -20,7 +20,6 @@ from uuid import UUID, uuid5
 from pydantic import BaseModel
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
-from basket.conditions import NONE, Preconditions
 from basket.config import Settings
 from basket.schemas import (
     CHECKOUTS_KEPT,
@@ -40,12 +39,19 @@ from basket.schemas import (
     new_revision,
 )
 from basket.state import DaprSidecar, ETagMismatch
+from eshop_common.conditions import NONE, Preconditions
 from eshop_common.problems import (
     BadRequest,
     Conflict,
     NotFound,
     ServiceUnavailable,
     UnprocessableContent,
+)
+
+# What a 412 tells the client to do (RFC 9110 §13.1.1, §13.1.2).
+STALE_BASKET = (
+    "The basket is not in the state this request's If-Match / If-None-Match requires; read it "
+    "again (GET /api/basket gives its current ETag)."
 )
 
 
@@ -369,7 +375,7 @@ class BasketService:
         saved in between (another replica), do it all again on the new basket, conditions
         included, so they always hold for the version the save replaces.
 
-        Raises BasketPreconditionFailed (412), BasketLimitExceeded (422), whatever `change`
+        Raises ConditionFailed (412), BasketLimitExceeded (422), whatever `change`
         raises, BasketConflict (409) when the basket kept changing for
         `basket_conflict_seconds`, StateStoreUnavailable / SidecarUnavailable (503)."""
         deadline = time.monotonic() + self._settings.basket_conflict_seconds
@@ -390,7 +396,7 @@ class BasketService:
                 # Its revision is this attempt's own, so applying the change again would apply
                 # it twice.
                 return Saved(refused)
-            conditions.check(current.revision if entry.value is not None else None)
+            conditions.check(current.revision if entry.value is not None else None, STALE_BASKET)
             changed = change(current)
             self._check_lines(len(changed.items))
             changed.revision = new_revision()
@@ -427,7 +433,7 @@ class BasketService:
         A publish that fails is retried in the background; one that a crash interrupted is
         finished by the next request that reads the basket (see `_send_outbox`).
 
-        Raises BasketPreconditionFailed (412), EmptyBasket (400), AlreadyCheckedOut (409),
+        Raises ConditionFailed (412), EmptyBasket (400), AlreadyCheckedOut (409),
         BasketConflict (409) when the basket kept changing for `basket_conflict_seconds`,
         StateStoreUnavailable / SidecarUnavailable (503: nothing was checked out)."""
         key = state_key(buyer_id)
@@ -445,7 +451,7 @@ class BasketService:
                 if earlier is not None:
                     # This request's earlier attempt got this far, then its reply was lost.
                     return earlier
-                conditions.check(basket.revision if entry.value is not None else None)
+                conditions.check(basket.revision if entry.value is not None else None, STALE_BASKET)
                 if not basket.items:
                     if basket.checkouts:
                         raise AlreadyCheckedOut(
