@@ -215,6 +215,57 @@ def test_an_admin_price_change_shows_as_old_and_new_price_in_the_shoppers_basket
     storefront.screenshot(shopper, "basket-price-change")
 
 
+def test_an_admin_row_loaded_before_a_checkout_cannot_put_the_stock_back(
+    new_page: Callable[[], Page], storefront
+):
+    """The admin opens the page (price $4.00, stock 25); a shopper checks out 3, which the catalog
+    reserves; the admin changes only the price and saves. Nothing is written over the reservation:
+    the page says the product changed and shows it as it is now, and the next save keeps the
+    stock reserved."""
+    item = storefront.new_product(price=4.0)
+    admin, shopper = new_page(), new_page()
+    storefront.sign_in(admin, unique_user("admin"), admin=True)
+    admin.goto("/admin")
+    admin.get_by_label("Search").fill(item["name"])
+    admin.get_by_role("button", name="Find").click()
+    row = admin.locator(f"form.admin-row[data-product-id='{item['id']}']")
+    price, stock = (
+        row.get_by_label(f"price of {item['name']}"),
+        row.get_by_label(f"stock of {item['name']}"),
+    )
+    expect(stock).to_have_value("25")
+
+    storefront.sign_in(shopper, unique_user("shopper"))
+    shopper.goto(f"/items/{item['id']}")
+    shopper.get_by_label("Quantity").fill("3")
+    shopper.get_by_role("button", name="Add to basket").click()
+    shopper.goto("/checkout")
+    fill_shipping(shopper)
+    shopper.get_by_role("button", name="Place order").click()
+    expect(shopper).to_have_url(re.compile(r"/checkout/done"))
+    with storefront.catalog_admin() as catalog:
+        deadline = time.monotonic() + 30
+        while catalog.get(f"/api/catalog/items/{item['id']}").json()["availableStock"] != 22:
+            assert time.monotonic() < deadline, "the reservation of 3 did not arrive"
+            time.sleep(0.3)
+
+    price.fill("4.50")
+    row.get_by_role("button", name="Save").click()
+    expect(admin.locator(".flash.error")).to_contain_text("changed while this page was open")
+    expect(admin.locator(".flash.error")).to_contain_text("stock 22")
+    expect(stock).to_have_value("22")
+    expect(price).to_have_value("4.00")
+    storefront.screenshot(admin, "admin-stale-row")
+
+    price.fill("4.50")
+    row.get_by_role("button", name="Save").click()
+    expect(admin.locator(".flash.info")).to_contain_text("price $4.00 → $4.50")
+    expect(stock).to_have_value("22")
+    with storefront.catalog_admin() as catalog:
+        now = catalog.get(f"/api/catalog/items/{item['id']}").json()
+    assert (now["price"], now["availableStock"]) == (4.5, 22)
+
+
 def test_a_form_post_without_this_browsers_token_is_refused(new_page, storefront):
     page, other = new_page(), new_page()
     storefront.sign_in(page, unique_user())

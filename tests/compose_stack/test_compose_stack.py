@@ -133,11 +133,15 @@ def test_down_then_up_keeps_catalog_edits_and_baskets(compose_stack: ComposeStac
     compose("up", "--wait")
     buyer = unique_user("volumes")
     with compose_stack.client("volumes-admin", admin=True, service="catalog") as admin:
-        item = admin.get("/api/catalog/items/5").json()
+        read = admin.get("/api/catalog/items/5")
+        item = read.json()
         writable = ("name", "price", "pictureFileName", "catalogBrandId", "catalogTypeId",
                     "availableStock", "restockThreshold", "maxStockThreshold")  # fmt: skip
         edited = {key: item[key] for key in writable} | {"description": f"edited {buyer}"}
-        assert admin.put("/api/catalog/items/5", json=edited).status_code in (200, 204)
+        replaced = admin.put(
+            "/api/catalog/items/5", json=edited, headers={"If-Match": read.headers["etag"]}
+        )
+        assert replaced.status_code == 200, replaced.text
     with compose_stack.client(buyer) as api:
         assert api.post("/api/basket/items", json={"productId": 5, "quantity": 4}).status_code < 300
     compose("down")

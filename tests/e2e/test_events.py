@@ -18,6 +18,7 @@ from devstack.testkit import (
     assert_problem,
     eventually,
     new_product,
+    patch_item,
     published_events,
     quantities,
     unique_user,
@@ -33,10 +34,6 @@ SHIPPING = {
     "postalCode": "12345",
     "country": "Utopia",
 }
-WRITABLE = (
-    "name", "description", "price", "pictureFileName", "catalogBrandId", "catalogTypeId",
-    "availableStock", "restockThreshold", "maxStockThreshold",
-)  # fmt: skip
 
 
 def client(stack: Stack, user: str, service: str = "basket-api", admin: bool = False):
@@ -47,12 +44,10 @@ def client(stack: Stack, user: str, service: str = "basket-api", admin: bool = F
 
 
 def change_price(stack: Stack, item: dict[str, Any], price: float) -> dict[str, Any]:
-    admin = client(stack, "admin", "catalog-api", admin=True)
-    resp = admin.put(
-        f"/api/catalog/items/{item['id']}", json={**{k: item[k] for k in WRITABLE}, "price": price}
-    )
+    resp = patch_item(stack.url("catalog-api"), item["id"], {"price": price})
     assert resp.status_code == 200, resp.text
-    return resp.json()
+    changed: dict[str, Any] = resp.json()
+    return changed
 
 
 def stock_of(stack: Stack, item_id: int) -> int:

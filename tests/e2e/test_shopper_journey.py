@@ -102,7 +102,11 @@ def test_an_admin_price_change_shows_as_old_and_new_price_in_the_basket(target):
     shopper.post("/api/basket/items", json={"productId": item["id"]}).raise_for_status()
 
     writable = {k: item[k] for k in WRITABLE}
-    changed = admin.put(f"/api/catalog/items/{item['id']}", json={**writable, "price": 25.50})
+    changed = admin.put(
+        f"/api/catalog/items/{item['id']}",
+        json={**writable, "price": 25.50},
+        headers={"If-Match": created.headers["etag"]},
+    )
     assert changed.status_code == 200, changed.text
     assert httpx.get(f"{target.catalog_url}/api/catalog/items/{item['id']}").json()["price"] == 25.5
 

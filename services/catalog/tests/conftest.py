@@ -96,6 +96,10 @@ class CatalogApi:
         created: dict[str, Any] = response.json()
         return created
 
+    def at_version(self, item: dict[str, Any]) -> dict[str, str]:
+        """Admin headers for a change to `item` as it was read: If-Match with its ETag."""
+        return {**self.admin_headers, "If-Match": f'"{item["version"]}"'}
+
     def get_item(self, item_id: int) -> dict[str, Any]:
         response = self.client.get(f"/api/catalog/items/{item_id}")
         assert response.status_code == 200, response.text

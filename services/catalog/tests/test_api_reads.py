@@ -19,6 +19,7 @@ ITEM_FIELDS = {
     "restockThreshold",
     "maxStockThreshold",
     "priceVersion",
+    "version",
 }
 
 

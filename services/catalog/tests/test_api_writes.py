@@ -29,7 +29,7 @@ def test_admin_replaces_an_item(api):
     created = api.create_item()
     replacement = api.new_item(price=1.25, catalogBrandId=2, catalogTypeId=3, pictureFileName=None)
     response = api.client.put(
-        f"/api/catalog/items/{created['id']}", json=replacement, headers=api.admin_headers
+        f"/api/catalog/items/{created['id']}", json=replacement, headers=api.at_version(created)
     )
     assert response.status_code == 200, response.text
     updated = response.json()
@@ -51,7 +51,7 @@ def test_replacing_an_item_moves_its_updated_at_but_not_created_at(api, db):
     api.client.put(
         f"/api/catalog/items/{created['id']}",
         json=api.new_item(name=created["name"], price=77),
-        headers=api.admin_headers,
+        headers=api.at_version(created),
     )
     with db.connect() as conn:
         after = conn.execute(query, {"id": created["id"]}).one()
@@ -64,7 +64,7 @@ def test_replacing_an_item_may_keep_its_own_name(api):
     response = api.client.put(
         f"/api/catalog/items/{created['id']}",
         json=api.new_item(name=created["name"], price=3),
-        headers=api.admin_headers,
+        headers=api.at_version(created),
     )
     assert response.status_code == 200
     assert response.json()["price"] == 3
@@ -82,7 +82,9 @@ def test_admin_deletes_an_item_and_it_is_gone(api, assert_problem):
 
 def test_replacing_an_unknown_item_is_a_404_problem(api, assert_problem):
     response = api.client.put(
-        "/api/catalog/items/2000000000", json=api.new_item(), headers=api.admin_headers
+        "/api/catalog/items/2000000000",
+        json=api.new_item(),
+        headers={**api.admin_headers, "If-Match": '"1"'},
     )
     assert_problem(response, 404)
 
@@ -100,7 +102,7 @@ def test_renaming_to_a_taken_name_is_a_409_problem(api, assert_problem):
     response = api.client.put(
         f"/api/catalog/items/{second['id']}",
         json=api.new_item(name=first["name"]),
-        headers=api.admin_headers,
+        headers=api.at_version(second),
     )
     assert_problem(response, 409, "name")
     assert api.get_item(second["id"])["name"] == second["name"]
@@ -129,6 +131,7 @@ def test_unknown_picture_is_a_422_problem_naming_the_field(api, assert_problem):
     [
         ("post", "/api/catalog/items"),
         ("put", "/api/catalog/items/1"),
+        ("patch", "/api/catalog/items/1"),
         ("delete", "/api/catalog/items/1"),
     ],
 )
@@ -143,6 +146,7 @@ def test_changes_without_a_token_are_401(api, assert_problem, method, path):
     [
         ("post", "/api/catalog/items"),
         ("put", "/api/catalog/items/1"),
+        ("patch", "/api/catalog/items/1"),
         ("delete", "/api/catalog/items/1"),
     ],
 )

@@ -30,7 +30,7 @@ def test_a_price_change_writes_one_outbox_event_with_the_next_price_version(api,
     item = api.create_item(price=10)
     body = {k: v for k, v in item.items() if k in api.new_item()}
     api.client.put(
-        f"/api/catalog/items/{item['id']}", json={**body, "price": 11}, headers=api.admin_headers
+        f"/api/catalog/items/{item['id']}", json={**body, "price": 11}, headers=api.at_version(item)
     )
     changed = api.get_item(item["id"])
 
@@ -54,7 +54,7 @@ def test_an_update_that_keeps_the_price_writes_no_event(api, db):
     body = {k: v for k, v in item.items() if k in api.new_item()}
     resp = api.client.put(
         f"/api/catalog/items/{item['id']}", json={**body, "availableStock": 99},
-        headers=api.admin_headers,
+        headers=api.at_version(item),
     )  # fmt: skip
     assert resp.status_code == 200
     assert api.get_item(item["id"])["priceVersion"] == 0
@@ -67,7 +67,7 @@ def test_a_price_change_that_fails_leaves_no_event_behind(api, db):
     body = {k: v for k, v in item.items() if k in api.new_item()}
     resp = api.client.put(
         f"/api/catalog/items/{item['id']}", json={**body, "price": 12, "name": taken["name"]},
-        headers=api.admin_headers,
+        headers=api.at_version(item),
     )  # fmt: skip
     assert resp.status_code == 409
     assert api.get_item(item["id"])["price"] == 10
@@ -195,7 +195,7 @@ def test_published_outbox_rows_past_the_window_go_and_unpublished_ones_stay_howe
     for item in items:
         body = {k: v for k, v in item.items() if k in api.new_item()}
         resp = api.client.put(f"/api/catalog/items/{item['id']}", json={**body, "price": 12},
-                              headers=api.admin_headers)  # fmt: skip
+                              headers=api.at_version(item))  # fmt: skip
         assert resp.status_code == 200
     old_published, new_published, old_unpublished = (str(item["id"]) for item in items)
     with db.begin() as conn:

@@ -74,6 +74,29 @@ def new_product(stack: Stack, *, stock: int = 10, price: float = 20.0) -> dict[s
     return item
 
 
+MERGE_PATCH = "application/merge-patch+json"
+
+
+def patch_item(
+    catalog_url: str,
+    item_id: int,
+    changes: dict[str, Any],
+    *,
+    etag: str | None = None,
+    user: str = "admin",
+) -> httpx.Response:
+    """Change some of an item's fields as an admin does: a JSON merge patch under If-Match with
+    `etag`, or with the ETag of a GET just before when none is given."""
+    from eshop_common.auth import mint_token
+
+    url = f"{catalog_url}/api/catalog/items/{item_id}"
+    if etag is None:
+        etag = httpx.get(url).headers["etag"]
+    token = mint_token(DEMO_JWT_SECRET, user, admin=True)
+    headers = {"Authorization": f"Bearer {token}", "If-Match": etag, "Content-Type": MERGE_PATCH}
+    return httpx.patch(url, content=json.dumps(changes), headers=headers)
+
+
 def stock_of(stack: Stack, item_id: int) -> int:
     resp = httpx.get(f"{stack.url('catalog-api')}/api/catalog/items/{item_id}")
     return int(resp.json()["availableStock"])

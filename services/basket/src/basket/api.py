@@ -9,7 +9,6 @@ from fastapi import APIRouter, Body, Depends, Header, Path, Request, Response, s
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from basket.conditions import Preconditions
 from basket.schemas import (
     Basket,
     BasketItemAdd,
@@ -26,8 +25,9 @@ from basket.schemas import (
     StockReservationRejected,
     StockReserved,
 )
-from basket.service import BasketService, RequestKey, Saved
+from basket.service import STALE_BASKET, BasketService, RequestKey, Saved
 from eshop_common.auth import CurrentUser, FromSidecar
+from eshop_common.conditions import ENTITY_TAGS, Preconditions
 from eshop_common.events import DROP, RETRY, SUCCESS, EventAck, parse_event
 from eshop_common.problems import BadRequest, ServiceUnavailable, problem_responses
 
@@ -64,11 +64,6 @@ BUYER_ID = re.compile(r"^(?!\.{1,2}$)[A-Za-z0-9._@+-]{1,128}$")
 # draft-ietf-httpapi-idempotency-key-header §2.1: a Structured Field string ("..."); the bare
 # value is accepted too. Its characters become part of a state key.
 IDEMPOTENCY_KEY = re.compile(r'^(?:"([A-Za-z0-9._-]{1,100})"|([A-Za-z0-9._-]{1,100}))$')
-# What the OpenAPI document says If-Match and If-None-Match take (RFC 9110 §8.8.3, §13.1.1): `*`,
-# or a comma-separated list of entity-tags, in which empty elements (and so an empty list) are
-# allowed (§5.6.1). The parser (basket.conditions) is the judge: 400.
-_TAG = r'((W/)?"[\x21\x23-\x7e]*")?'
-ENTITY_TAGS = rf"^[ \t]*(\*|{_TAG}([ \t]*,[ \t]*{_TAG})*)[ \t]*$"
 
 
 async def get_basket_service(request: Request) -> BasketService:
@@ -201,7 +196,7 @@ async def read_basket(buyer: BuyerId, baskets: Baskets, conditions: Conditions) 
     """The caller's basket (empty when there is none), with its ETag; 304 for If-None-Match."""
     basket, etag = await baskets.get(buyer)
     if conditions.if_match is not None:
-        Preconditions(if_match=conditions.if_match).check(etag)
+        Preconditions(if_match=conditions.if_match).check(etag, STALE_BASKET)
     if etag is not None and conditions.not_modified(etag):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": _quoted(etag)})
     headers = {"ETag": _quoted(etag)} if etag is not None else None

@@ -21,7 +21,6 @@ from uuid import UUID, uuid5
 from pydantic import BaseModel, ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
-from basket.conditions import NONE, Preconditions
 from basket.config import Settings
 from basket.schemas import (
     CHECKOUTS_KEPT,
@@ -47,12 +46,19 @@ from basket.schemas import (
     new_revision,
 )
 from basket.state import DaprSidecar, ETagMismatch
+from eshop_common.conditions import NONE, Preconditions
 from eshop_common.problems import (
     BadRequest,
     Conflict,
     NotFound,
     ServiceUnavailable,
     UnprocessableContent,
+)
+
+# What a 412 tells the client to do (RFC 9110 §13.1.1, §13.1.2).
+STALE_BASKET = (
+    "The basket is not in the state this request's If-Match / If-None-Match requires; read it "
+    "again (GET /api/basket gives its current ETag)."
 )
 
 
@@ -414,7 +420,7 @@ class BasketService:
         saved in between (another replica), do it all again on the new basket, conditions
         included, so they always hold for the version the save replaces.
 
-        Raises BasketPreconditionFailed (412), BasketLimitExceeded (422), whatever `change`
+        Raises ConditionFailed (412), BasketLimitExceeded (422), whatever `change`
         raises, BasketConflict (409) when the basket kept changing for
         `basket_conflict_seconds`, StateStoreUnavailable / SidecarUnavailable (503)."""
         deadline = time.monotonic() + self._settings.basket_conflict_seconds
@@ -436,7 +442,7 @@ class BasketService:
                 # Others may have saved after it, a checkout may have taken it out already;
                 # applying the change again would apply it twice.
                 return Saved(refused)
-            conditions.check(current.revision if entry.value is not None else None)
+            conditions.check(current.revision if entry.value is not None else None, STALE_BASKET)
             changed = change(current)
             self._check_lines(len(changed.items))
             _new_revision(changed)
@@ -477,7 +483,7 @@ class BasketService:
         request's own earlier attempt: its request id is returned again, or IdempotencyKeyReused
         (422) raised when it was another request.
 
-        Raises BasketPreconditionFailed (412), EmptyBasket (400), AlreadyCheckedOut (409),
+        Raises ConditionFailed (412), EmptyBasket (400), AlreadyCheckedOut (409),
         BasketConflict (409) when the basket kept changing for `basket_conflict_seconds`,
         StateStoreUnavailable / SidecarUnavailable (503: nothing was checked out)."""
         key = state_key(buyer_id)
@@ -496,7 +502,7 @@ class BasketService:
                 if earlier is not None:
                     # This request's earlier attempt got this far, then its reply was lost.
                     return earlier
-                conditions.check(basket.revision if entry.value is not None else None)
+                conditions.check(basket.revision if entry.value is not None else None, STALE_BASKET)
                 if not basket.items:
                     if basket.checkouts:
                         raise AlreadyCheckedOut(

@@ -11,8 +11,9 @@ from pydantic import AfterValidator, BeforeValidator
 from sqlalchemy.orm import Session
 
 from catalog import repository, service
-from catalog.errors import DatabaseUnavailable
+from catalog.errors import MERGE_PATCH, DatabaseUnavailable, NotAMergePatch
 from catalog.events import UserCheckoutAccepted
+from catalog.models import CatalogItem
 from catalog.pictures import Picture, PictureStore
 from catalog.repository import ItemFilter
 from catalog.schemas import (
@@ -24,6 +25,7 @@ from catalog.schemas import (
     BrandPublic,
     Id,
     ItemCreate,
+    ItemPatch,
     ItemPublic,
     ItemUpdate,
     Page,
@@ -31,6 +33,7 @@ from catalog.schemas import (
     storable_text,
 )
 from eshop_common.auth import AdminUser, FromSidecar
+from eshop_common.conditions import ENTITY_TAGS, Preconditions, required_if_match
 from eshop_common.events import DROP, RETRY, SUCCESS, EventAck, parse_event
 from eshop_common.problems import problem_responses
 
@@ -92,6 +95,65 @@ IdList = Annotated[
 
 router = APIRouter(prefix="/api/catalog", tags=["catalog"])
 
+# OpenAPI links (3.1 §4.8.20): what a client can do next with an item it read, created or changed;
+# a change sends back the ETag it was given.
+_ID = {"item_id": "$response.body#/id"}
+_ID_AND_VERSION = {**_ID, "header.If-Match": "$response.header.ETag"}
+ITEM_LINKS = {
+    "ReadItem": {"operationId": "read_item", "parameters": _ID},
+    "ReadItemPicture": {"operationId": "read_item_picture", "parameters": _ID},
+    "UpdateItem": {"operationId": "update_item", "parameters": _ID_AND_VERSION},
+    "PatchItem": {"operationId": "patch_item", "parameters": _ID_AND_VERSION},
+    "DeleteItem": {"operationId": "delete_item", "parameters": _ID},
+}
+ETAG_HEADER = {
+    "ETag": {
+        "description": 'The item\'s version as a strong entity tag (RFC 9110 §8.8.3), "7" for '
+        "version 7; a change to the item sends it back in If-Match",
+        "required": True,
+        "schema": {"type": "string", "pattern": '^"[0-9]+"$'},
+    }
+}
+# Declared here rather than as a Header() parameter: absent, it is a 428 (RFC 6585 §3), not the
+# 422 FastAPI gives a missing required parameter.
+IF_MATCH_REQUIRED = {
+    "parameters": [
+        {
+            "name": "If-Match",
+            "in": "header",
+            "required": True,
+            "description": 'The ETag the change is based on (`"7"`, from GET, POST, PUT or PATCH '
+            "of the item). The change is made only if the item is still at that version "
+            "(RFC 9110 §13.1.1), else 412; `*` changes whatever version there is. Without it: 428.",
+            "schema": {"type": "string", "pattern": ENTITY_TAGS},
+        }
+    ]
+}
+# What a change to an item answers besides its body (RFC 9110 §13.1.1, RFC 6585 §3).
+CHANGE_PROBLEMS = problem_responses(400, 401, 403, 404, 409, 412, 422, 428, 503)
+
+
+def get_item_condition(request: Request, item_id: ItemId) -> Preconditions:
+    """Raises ConditionRequired (428) without If-Match, MalformedPrecondition (400)."""
+    return required_if_match(
+        request.headers.getlist("if-match"),
+        f"Changing catalog item {item_id} needs If-Match with the ETag of the version the "
+        f"change is based on (GET /api/catalog/items/{item_id} gives it), so that a change made "
+        "since then, a stock reservation included, is not written over.",
+        itemId=item_id,
+    )
+
+
+def get_merge_patch(request: Request) -> None:
+    """Raises NotAMergePatch (415, with Accept-Patch) for a body of another media type."""
+    content_type = request.headers.get("content-type")
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if media_type != MERGE_PATCH:
+        raise NotAMergePatch(content_type)
+
+
+IfMatch = Annotated[Preconditions, Depends(get_item_condition)]
+
 
 @router.get("/items", responses=problem_responses(422, 503))
 def read_items(
@@ -119,10 +181,21 @@ def read_items_by_ids(session: SessionDep, ids: IdList) -> list[ItemPublic]:
     return [ItemPublic.from_model(item) for item in service.get_items(session, ids)]
 
 
-@router.get("/items/{item_id:int}", responses=problem_responses(404, 422, 503))
-def read_item(session: SessionDep, item_id: ItemId) -> ItemPublic:
-    """One catalog item."""
-    return ItemPublic.from_model(service.get_item(session, item_id))
+def _with_etag(item: CatalogItem, response: Response) -> ItemPublic:
+    response.headers["ETag"] = service.etag(item)
+    return ItemPublic.from_model(item)
+
+
+@router.get(
+    "/items/{item_id:int}",
+    responses={
+        200: {"description": "The item", "headers": ETAG_HEADER, "links": ITEM_LINKS},
+        **problem_responses(404, 422, 503),
+    },
+)
+def read_item(session: SessionDep, item_id: ItemId, response: Response) -> ItemPublic:
+    """One catalog item, with its version as the ETag."""
+    return _with_etag(service.get_item(session, item_id), response)
 
 
 def _not_modified(
@@ -177,23 +250,11 @@ def read_types(session: SessionDep) -> list[TypePublic]:
     return [TypePublic.from_model(type_) for type_ in service.list_types(session)]
 
 
-# OpenAPI links (3.1 §4.8.20): what a client can do next with the item it created or changed.
-ITEM_LINKS = {
-    "ReadItem": {"operationId": "read_item", "parameters": {"item_id": "$response.body#/id"}},
-    "ReadItemPicture": {
-        "operationId": "read_item_picture",
-        "parameters": {"item_id": "$response.body#/id"},
-    },
-    "UpdateItem": {"operationId": "update_item", "parameters": {"item_id": "$response.body#/id"}},
-    "DeleteItem": {"operationId": "delete_item", "parameters": {"item_id": "$response.body#/id"}},
-}
-
-
 @router.post(
     "/items",
     status_code=status.HTTP_201_CREATED,
     responses={
-        201: {"description": "The new item", "links": ITEM_LINKS},
+        201: {"description": "The new item", "headers": ETAG_HEADER, "links": ITEM_LINKS},
         **problem_responses(400, 401, 403, 409, 422, 503),
     },
 )
@@ -207,25 +268,63 @@ def create_item(
     """Add an item to the catalog (admin only)."""
     item = service.create_item(session, pictures, data)
     response.headers["Location"] = f"/api/catalog/items/{item.id}"
-    return ItemPublic.from_model(item)
+    return _with_etag(item, response)
 
 
 @router.put(
     "/items/{item_id:int}",
     responses={
-        200: {"description": "The item as it is now", "links": ITEM_LINKS},
-        **problem_responses(400, 401, 403, 404, 409, 422, 503),
+        200: {"description": "The item as it is now", "headers": ETAG_HEADER, "links": ITEM_LINKS},
+        **CHANGE_PROBLEMS,
     },
+    openapi_extra=IF_MATCH_REQUIRED,
 )
 def update_item(
     _admin: AdminUser,
+    condition: IfMatch,
     session: SessionDep,
     pictures: PicturesDep,
     item_id: ItemId,
     data: ItemUpdate,
+    response: Response,
 ) -> ItemPublic:
-    """Replace an item's data (admin only)."""
-    return ItemPublic.from_model(service.update_item(session, pictures, item_id, data))
+    """Replace an item's data (admin only), if it is still at the version If-Match names."""
+    item = service.update_item(session, pictures, item_id, data, condition)
+    return _with_etag(item, response)
+
+
+@router.patch(
+    "/items/{item_id:int}",
+    responses={
+        200: {"description": "The item as it is now", "headers": ETAG_HEADER, "links": ITEM_LINKS},
+        **CHANGE_PROBLEMS,
+        415: {
+            **problem_responses(415)[415],
+            "description": f"The body is not a JSON merge patch ({MERGE_PATCH})",
+            "headers": {
+                "Accept-Patch": {
+                    "description": "The patch format the item takes (RFC 5789 §3.1)",
+                    "schema": {"type": "string"},
+                }
+            },
+        },
+    },
+    openapi_extra=IF_MATCH_REQUIRED,
+)
+def patch_item(
+    _admin: AdminUser,
+    _merge_patch: Annotated[None, Depends(get_merge_patch)],
+    condition: IfMatch,
+    session: SessionDep,
+    pictures: PicturesDep,
+    item_id: ItemId,
+    patch: Annotated[ItemPatch, Body(media_type=MERGE_PATCH)],
+    response: Response,
+) -> ItemPublic:
+    """Change only the fields the merge patch names (admin only), if the item is still at the
+    version If-Match names."""
+    item = service.patch_item(session, pictures, item_id, patch, condition)
+    return _with_etag(item, response)
 
 
 @router.delete(

@@ -79,7 +79,7 @@ def create_catalog_app(settings: Settings | None = None) -> FastAPI:
 def name_the_pictures(document: dict[str, Any], names: list[str]) -> None:
     """An item may name only a picture the catalog ships with: say which, so that the document
     refuses what the service refuses (anything else is 422)."""
-    for model in ("ItemCreate", "ItemUpdate"):
+    for model in ("ItemCreate", "ItemUpdate", "ItemPatch"):
         member = document["components"]["schemas"][model]["properties"]["pictureFileName"]
         for choice in member["anyOf"]:
             if choice.get("type") == "string":

@@ -90,6 +90,10 @@ class CatalogItem(Base):
     # Goes up by one with every price change; travels in ProductPriceChanged so that a consumer
     # can tell a newer price from an older one that arrives late.
     price_version: Mapped[int] = mapped_column(server_default="0")
+    # Goes up by one with every change to the row, a stock reservation's included; the item's
+    # ETag. As the mapper's version_id_col, it is in every ORM UPDATE's WHERE, so a write over a
+    # version that is no longer there matches no row and raises StaleDataError.
+    version: Mapped[int] = mapped_column(server_default="1")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
@@ -104,6 +108,8 @@ class CatalogItem(Base):
 
     brand: Mapped[CatalogBrand] = relationship(lazy="raise")
     type: Mapped[CatalogType] = relationship(lazy="raise")
+
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 (read once, by the mapper)
 
 
 class OutboxMessage(Base):

@@ -29,9 +29,10 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, joinedload, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
 
 from catalog.config import Settings
-from catalog.errors import DatabaseUnavailable, DuplicateItemName, InvalidField
+from catalog.errors import DatabaseUnavailable, DuplicateItemName, InvalidField, StaleItem
 from catalog.models import (
     FK_ITEM_BRAND,
     FK_ITEM_TYPE,
@@ -219,8 +220,8 @@ def get_picture_file_name(session: Session, item_id: int) -> tuple[bool, str | N
 
 
 def get_item_to_change(session: Session, item_id: int) -> CatalogItem | None:
-    # Locked until the transaction ends: two admins changing one item's price take turns, so
-    # each change gets its own price_version.
+    # Locked until the transaction ends: the If-Match check and the write see the same version
+    # (a reservation or another admin waits), and two price changes get a price_version each.
     return session.get(CatalogItem, item_id, with_for_update=True)
 
 
@@ -249,14 +250,21 @@ def _translate_integrity_error(
 
 
 def save_item(session: Session, item: CatalogItem) -> CatalogItem:
-    """Write a new or changed item now (so constraint violations surface here) and reload it."""
+    """Write a new or changed item now (so constraint violations surface here) and reload it.
+
+    Raises DuplicateItemName (409), InvalidField (422) for an unknown brand or type, and
+    StaleItem (412) when the row is no longer at the version the item was read at."""
     # Read before the flush: a failed flush rolls back and expires the object.
     written = (item.name, item.catalog_brand_id, item.catalog_type_id)
+    item_id = item.id
     session.add(item)
     try:
         session.flush()
     except IntegrityError as exc:
         raise _translate_integrity_error(exc, *written) from exc
+    except StaleDataError as exc:
+        # version_id_col: the UPDATE's `WHERE version = <read>` matched no row.
+        raise StaleItem(item_id) from exc
     reloaded = get_item(session, item.id)
     assert reloaded is not None
     return reloaded
@@ -328,11 +336,16 @@ def claim_event(session: Session, event_id: str, topic: str, outcome: str) -> bo
 
 
 def take_stock(session: Session, product_id: int, quantity: int) -> bool:
-    """Take `quantity` off the item's stock if it has that many; the CHECK guards the rest."""
+    """Take `quantity` off the item's stock if it has that many; the CHECK guards the rest.
+    The item's version moves too: an edit form read before the reservation is out of date."""
     taken = session.execute(
         update(CatalogItem)
         .where(CatalogItem.id == product_id, CatalogItem.available_stock >= quantity)
-        .values(available_stock=CatalogItem.available_stock - quantity)
+        .values(
+            available_stock=CatalogItem.available_stock - quantity,
+            # An UPDATE by WHERE bypasses the mapper's version counter: moved by hand.
+            version=CatalogItem.version + 1,
+        )
         .returning(CatalogItem.id)
     )
     return taken.first() is not None

@@ -15,8 +15,10 @@ from pydantic import (
     PlainSerializer,
     StringConstraints,
     WithJsonSchema,
+    with_config,
 )
 from pydantic.alias_generators import to_camel
+from typing_extensions import TypedDict  # pydantic reads TypedDicts from here on Python 3.11
 
 from catalog.models import (
     DESCRIPTION_MAX,
@@ -134,6 +136,14 @@ class CamelModel(BaseModel):
     )
 
 
+BrandId = Annotated[
+    BodyId, Field(description="A brand from GET /api/catalog/brands; another id is 422")
+]
+TypeId = Annotated[
+    BodyId, Field(description="A type from GET /api/catalog/types; another id is 422")
+]
+
+
 class ItemWrite(CamelModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -141,12 +151,8 @@ class ItemWrite(CamelModel):
     description: Description = ""
     price: Price
     picture_file_name: PictureFileName | None = None
-    catalog_brand_id: Annotated[
-        BodyId, Field(description="A brand from GET /api/catalog/brands; another id is 422")
-    ]
-    catalog_type_id: Annotated[
-        BodyId, Field(description="A type from GET /api/catalog/types; another id is 422")
-    ]
+    catalog_brand_id: BrandId
+    catalog_type_id: TypeId
     available_stock: BodyQuantity = 0
     restock_threshold: BodyQuantity = 0
     max_stock_threshold: BodyQuantity = 0
@@ -158,6 +164,25 @@ class ItemCreate(ItemWrite):
 
 class ItemUpdate(ItemWrite):
     """The whole new state of an existing item (PUT replaces)."""
+
+
+@with_config(
+    ConfigDict(alias_generator=to_camel, validate_by_name=True, validate_by_alias=True,
+               extra="forbid")
+)  # fmt: skip
+class ItemPatch(TypedDict, total=False):
+    """The fields to change and nothing else, as a JSON merge patch (RFC 7396): a field left out
+    keeps its value, `null` takes the picture away, `null` for any other field is 422."""
+
+    name: Name
+    description: Description
+    price: Price
+    picture_file_name: PictureFileName | None
+    catalog_brand_id: BrandId
+    catalog_type_id: TypeId
+    available_stock: BodyQuantity
+    restock_threshold: BodyQuantity
+    max_stock_threshold: BodyQuantity
 
 
 class ItemPublic(CamelModel):
@@ -175,6 +200,13 @@ class ItemPublic(CamelModel):
     restock_threshold: int
     max_stock_threshold: int
     price_version: int
+    version: Annotated[
+        int,
+        Field(
+            description="Goes up with every change to the item, a stock reservation's included; "
+            'the ETag of the item\'s own responses is this number quoted ("7")'
+        ),
+    ]
 
     @classmethod
     def from_model(cls, item: CatalogItem) -> ItemPublic:
@@ -193,6 +225,7 @@ class ItemPublic(CamelModel):
             restock_threshold=item.restock_threshold,
             max_stock_threshold=item.max_stock_threshold,
             price_version=item.price_version,
+            version=item.version,
         )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from catalog import repository
-from catalog.errors import InvalidField, ItemNotFound, PictureNotFound
+from catalog.errors import InvalidField, ItemNotFound, PictureNotFound, StaleItem
 from catalog.events import (
     CHECKOUT_ACCEPTED,
     PRICE_CHANGED,
@@ -28,7 +28,8 @@ from catalog.events import (
 from catalog.models import CatalogBrand, CatalogItem, CatalogType
 from catalog.pictures import Picture, PictureStore
 from catalog.repository import ItemFilter
-from catalog.schemas import ItemWrite
+from catalog.schemas import ItemPatch, ItemWrite
+from eshop_common.conditions import Preconditions, strong_etag
 
 
 @dataclass(frozen=True)
@@ -70,39 +71,70 @@ def get_picture(session: Session, pictures: PictureStore, item_id: int) -> Pictu
     return picture
 
 
-def _check_picture(pictures: PictureStore, data: ItemWrite) -> None:
-    if data.picture_file_name is not None and pictures.get(data.picture_file_name) is None:
-        raise InvalidField("pictureFileName", f"no picture named {data.picture_file_name!r}")
+def etag(item: CatalogItem) -> str:
+    """The item's strong entity tag: its version, which every change moves (RFC 9110 §8.8.3)."""
+    return strong_etag(str(item.version))
 
 
-def _apply(item: CatalogItem, data: ItemWrite) -> None:
-    item.name = data.name
-    item.description = data.description
-    item.price = data.price
-    item.picture_file_name = data.picture_file_name
-    item.catalog_brand_id = data.catalog_brand_id
-    item.catalog_type_id = data.catalog_type_id
-    item.available_stock = data.available_stock
-    item.restock_threshold = data.restock_threshold
-    item.max_stock_threshold = data.max_stock_threshold
+def _check_picture(pictures: PictureStore, file_name: str | None) -> None:
+    if file_name is not None and pictures.get(file_name) is None:
+        raise InvalidField("pictureFileName", f"no picture named {file_name!r}")
+
+
+def _apply(item: CatalogItem, changes: Mapping[str, Any]) -> None:
+    # The keys are ItemWrite's and ItemPatch's fields, which are the model's attribute names.
+    for name, value in changes.items():
+        setattr(item, name, value)
 
 
 def create_item(session: Session, pictures: PictureStore, data: ItemWrite) -> CatalogItem:
-    _check_picture(pictures, data)
+    _check_picture(pictures, data.picture_file_name)
     item = CatalogItem()
-    _apply(item, data)
+    _apply(item, data.model_dump())
     return repository.save_item(session, item)
 
 
 def update_item(
-    session: Session, pictures: PictureStore, item_id: int, data: ItemWrite
+    session: Session,
+    pictures: PictureStore,
+    item_id: int,
+    data: ItemWrite,
+    condition: Preconditions,
 ) -> CatalogItem:
-    _check_picture(pictures, data)
+    """Replace every writable field, if the item is at a version `condition` (If-Match) allows.
+
+    Raises ItemNotFound (404), StaleItem (412), InvalidField (422), DuplicateItemName (409)."""
+    _check_picture(pictures, data.picture_file_name)
+    return _change(session, item_id, data.model_dump(), condition)
+
+
+def patch_item(
+    session: Session,
+    pictures: PictureStore,
+    item_id: int,
+    patch: ItemPatch,
+    condition: Preconditions,
+) -> CatalogItem:
+    """Change the fields the merge patch names and only those (RFC 7396), under `condition`.
+
+    Raises ItemNotFound (404), StaleItem (412), InvalidField (422), DuplicateItemName (409)."""
+    if "picture_file_name" in patch:
+        _check_picture(pictures, patch["picture_file_name"])
+    return _change(session, item_id, patch, condition)
+
+
+def _change(
+    session: Session, item_id: int, changes: Mapping[str, Any], condition: Preconditions
+) -> CatalogItem:
     item = repository.get_item_to_change(session, item_id)
     if item is None:
+        # RFC 9110 §13.2.1: without the condition this would not be a 2xx either, so it is
+        # not evaluated; the answer is the 404.
         raise ItemNotFound(item_id)
+    if not condition.passes(str(item.version)):
+        raise StaleItem(item_id)
     old_price = item.price
-    _apply(item, data)
+    _apply(item, changes)
     if item.price != old_price:
         # Same transaction as the change: the event exists if and only if the price changed.
         item.price_version += 1

@@ -61,7 +61,7 @@ REASONS: dict[int, str] = {
     404: "The resource does not exist",
     409: "The request conflicts with the resource's current state",
     412: "A precondition (If-Match, If-None-Match) does not hold (RFC 9110 §13.1)",
-    415: "The request body is not JSON",
+    415: "The request body is not in a media type this operation takes",
     422: "The body or a parameter is well-formed but not acceptable; `errors` names the fields",
     428: "This write needs a precondition header (RFC 6585 §3)",
     503: "A dependency is unavailable or the service is overloaded; retry after Retry-After",
@@ -204,8 +204,16 @@ class PreconditionFailed(Problem):
     status = 412
 
 
+class UnsupportedMediaType(Problem):
+    status = 415
+
+
 class UnprocessableContent(Problem):
     status = 422
+
+
+class PreconditionRequired(Problem):
+    status = 428
 
 
 class ServiceUnavailable(Problem):

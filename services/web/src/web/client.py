@@ -21,7 +21,6 @@ from web.schemas import (
     CatalogItem,
     CatalogPage,
     CheckoutStatus,
-    ItemWrite,
     Named,
     Shipping,
 )
@@ -29,6 +28,7 @@ from web.schemas import (
 T = TypeVar("T")
 
 CONNECT_TIMEOUT_SECONDS = 2.0
+MERGE_PATCH = "application/merge-patch+json"
 NAMED_LIST = TypeAdapter(list[Named])
 CATALOG_PAGE = TypeAdapter(CatalogPage)
 CATALOG_ITEM = TypeAdapter(CatalogItem)
@@ -53,6 +53,13 @@ class BackendError(Exception):
 class BackendUnavailable(BackendError):
     def __init__(self, message: str) -> None:
         super().__init__(503, message)
+
+
+class ItemChanged(BackendError):
+    """The catalog item is no longer at the version the change was based on (412)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(412, message)
 
 
 @dataclass(frozen=True)
@@ -129,6 +136,7 @@ class Backends:
         token: str | None = None,
         params: dict[str, Any] | None = None,
         json_body: Any = None,
+        content: bytes | None = None,
         headers: dict[str, str] | None = None,
         ok: tuple[int, ...] = (),
     ) -> httpx.Response:
@@ -138,7 +146,7 @@ class Backends:
         try:
             resp = await self._http.request(
                 method, f"/v1.0/invoke/{app_id}/method/{path}",
-                params=params, json=json_body, headers=sent,
+                params=params, json=json_body, content=content, headers=sent,
             )  # fmt: skip
         except httpx.TimeoutException:
             raise BackendUnavailable(
@@ -203,11 +211,19 @@ class Backends:
         kept = {name: value for name, value in resp.headers.items() if name in PICTURE_HEADERS}
         return Picture(resp.status_code, resp.content, kept)
 
-    async def update_item(self, token: str, item_id: int, data: ItemWrite) -> CatalogItem:
+    async def patch_item(
+        self, token: str, item_id: int, changes: dict[str, Any], version: int
+    ) -> CatalogItem:
+        """Change only the fields in `changes` (a JSON merge patch), and only if the item is
+        still at `version`; raises ItemChanged when it is not."""
         resp = await self._call(
-            "PUT", self._catalog, f"api/catalog/items/{item_id}", token=token,
-            json_body=data.model_dump(mode="json", by_alias=True),
+            "PATCH", self._catalog, f"api/catalog/items/{item_id}", token=token,
+            content=json.dumps(changes).encode(),
+            headers={"Content-Type": MERGE_PATCH, "If-Match": f'"{version}"'},
+            ok=(412,),
         )  # fmt: skip
+        if resp.status_code == 412:
+            raise ItemChanged(error_message(self._catalog, resp))
         return self._parse(CATALOG_ITEM, resp, self._catalog)
 
     # -- basket -----------------------------------------------------------------------------

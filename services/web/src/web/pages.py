@@ -17,7 +17,7 @@ from fastapi import APIRouter, Form, Header, Path, Query, Request
 from fastapi.responses import Response
 
 from eshop_common.auth import mint_token
-from web.client import BackendError, Backends
+from web.client import BackendError, Backends, ItemChanged
 from web.rendering import (
     AdminDep,
     BackendsDep,
@@ -406,6 +406,25 @@ def _price(text: str) -> Decimal | None:
     return value.quantize(Decimal("0.01")) + 0
 
 
+def _stock(text: str) -> int | None:
+    value = int(text.strip()) if text.strip().isdigit() else None
+    return value if value is not None and value <= INT32_MAX else None
+
+
+def admin_changes(
+    loaded: tuple[Decimal, int], submitted: tuple[Decimal, int]
+) -> dict[str, str | int]:
+    """The merge patch for one admin row: only what the admin changed from what the page
+    showed. A field left as it was is left out, so the catalog keeps whatever it has now."""
+    (old_price, old_stock), (price, stock) = loaded, submitted
+    changes: dict[str, str | int] = {}
+    if price != old_price:
+        changes["price"] = str(price)
+    if stock != old_stock:
+        changes["availableStock"] = stock
+    return changes
+
+
 @router.post("/admin/items/{item_id}", dependencies=[CsrfChecked])
 async def update_item(
     request: Request,
@@ -414,24 +433,47 @@ async def update_item(
     admin: AdminDep,
     price: Annotated[str, Form(max_length=30)] = "",
     available_stock: Annotated[str, Form(max_length=20)] = "",
+    loaded_price: Annotated[str, Form(max_length=30)] = "",
+    loaded_stock: Annotated[str, Form(max_length=20)] = "",
+    version: Annotated[str, Form(max_length=20)] = "",
     next_url: NextField = None,
 ) -> Response:
-    """Save a new price and stock; the rest of the item stays as the catalog has it."""
+    """Save what the admin changed in a row, and only that, if the product is still at the
+    version the page was loaded at; otherwise say what it is now."""
     assert admin.token is not None
     back = local_path(next_url, "/admin")
-    new_price = _price(price)
-    stock = int(available_stock) if available_stock.strip().isdigit() else None
-    if new_price is None or stock is None or stock > INT32_MAX:
+    new_price, stock = _price(price), _stock(available_stock)
+    if new_price is None or stock is None:
         message = "A price is a number of at least 0 with up to two decimals; stock a whole number."
         return redirect(request, back, ("error", message))
+    old_price, old_stock = _price(loaded_price), _stock(loaded_stock)
+    loaded_version = _positive(version)
+    if old_price is None or old_stock is None or loaded_version is None:
+        return redirect(request, back, ("error", "That form was out of date; here it is again."))
+    changes = admin_changes((old_price, old_stock), (new_price, stock))
+    if not changes:
+        return redirect(request, back, ("info", "Nothing to save: price and stock are as loaded."))
     try:
-        item = await backends.get_item(item_id)
-        changes = item.writable().model_copy(update={"price": new_price, "available_stock": stock})
-        saved = await backends.update_item(admin.token, item_id, changes)
+        saved = await backends.patch_item(admin.token, item_id, changes, loaded_version)
+    except ItemChanged:
+        return redirect(request, back, ("error", await _changed_meanwhile(backends, item_id)))
     except BackendError as exc:
         return redirect(request, back, ("error", exc.message))
-    message = (
-        f"Saved {saved.name}: price {money(item.price)} → {money(saved.price)}, "
-        f"stock {item.available_stock} → {saved.available_stock}."
+    done = []
+    if "price" in changes:
+        done.append(f"price {money(old_price)} → {money(saved.price)}")
+    if "availableStock" in changes:
+        done.append(f"stock {old_stock} → {saved.available_stock}")
+    return redirect(request, back, ("info", f"Saved {saved.name}: {', '.join(done)}."))
+
+
+async def _changed_meanwhile(backends: Backends, item_id: int) -> str:
+    try:
+        now = await backends.get_item(item_id)
+    except BackendError as exc:
+        return f"The product changed while this page was open; nothing was saved. {exc.message}"
+    return (
+        f"{now.name} changed while this page was open (a checkout reserved stock, or another "
+        f"admin saved): nothing was saved. It now has price {money(now.price)} and stock "
+        f"{now.available_stock}, as the form shows; make your change again."
     )
-    return redirect(request, back, ("info", message))

@@ -34,23 +34,8 @@ class CatalogItem(CamelModel):
     available_stock: int = 0
     restock_threshold: int = 0
     max_stock_threshold: int = 0
-
-    def writable(self) -> ItemWrite:
-        return ItemWrite.model_validate(self.model_dump(include=set(ItemWrite.model_fields)))
-
-
-class ItemWrite(CamelModel):
-    """The whole writable state of a catalog item, as `PUT /api/catalog/items/{id}` takes it."""
-
-    name: str
-    description: str
-    price: Decimal
-    picture_file_name: str | None
-    catalog_brand_id: int
-    catalog_type_id: int
-    available_stock: int
-    restock_threshold: int
-    max_stock_threshold: int
+    # Moves with every change, a stock reservation's included; the item's ETag is it, quoted.
+    version: int
 
 
 class CatalogPage(CamelModel):

@@ -1,31 +1,41 @@
 """Conditional requests as HTTP defines them (RFC 9110 §13): parse `If-Match` and
-`If-None-Match`, then evaluate them against the basket's current entity tag.
+`If-None-Match`, then evaluate them against a resource's current entity tag.
 
-Pure functions, no I/O: the basket service evaluates them on the version it is about to write over,
-inside its read-modify-write loop, so a condition and the write it guards see the same version.
+Pure functions, no I/O: a service evaluates them on the version it is about to write over (the
+basket inside its read-modify-write loop, the catalog on the row it has locked), so a condition
+and the write it guards see the same version.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from eshop_common.problems import BadRequest, PreconditionFailed
+from eshop_common.problems import BadRequest, PreconditionFailed, PreconditionRequired
 
 # RFC 9110 §8.8.3: entity-tag = [ weak ] opaque-tag; weak = %s"W/";
 # opaque-tag = DQUOTE *etagc DQUOTE; etagc = %x21 / %x23-7E / obs-text (%x80-FF).
 ENTITY_TAG = re.compile(r'(W/)?"([\x21\x23-\x7e\x80-\xff]*)"')
 OWS = " \t"
 ANY: Literal["*"] = "*"
+# What an OpenAPI document says If-Match and If-None-Match take (RFC 9110 §8.8.3, §13.1.1): `*`,
+# or a comma-separated list of entity-tags, in which empty elements (and so an empty list) are
+# allowed (§5.6.1). `parse_tag_list` is the judge: 400.
+_TAG = r'((W/)?"[\x21\x23-\x7e]*")?'
+ENTITY_TAGS = rf"^[ \t]*(\*|{_TAG}([ \t]*,[ \t]*{_TAG})*)[ \t]*$"
 
 
 class MalformedPrecondition(BadRequest):
     type = "/problems/malformed-precondition"
 
 
-class BasketPreconditionFailed(PreconditionFailed):
+class ConditionFailed(PreconditionFailed):
     type = "/problems/precondition-failed"
+
+
+class ConditionRequired(PreconditionRequired):
+    type = "/problems/precondition-required"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +45,11 @@ class EntityTag:
 
     def __str__(self) -> str:
         return f'{"W/" if self.weak else ""}"{self.opaque}"'
+
+
+def strong_etag(opaque: str) -> str:
+    """The `ETag` field value of a strong validator (RFC 9110 §8.8.3): the opaque-tag quoted."""
+    return str(EntityTag(opaque))
 
 
 TagList = tuple[EntityTag, ...] | Literal["*"]
@@ -116,12 +131,15 @@ class Preconditions:
                 return False
         return True
 
-    def check(self, current: str | None) -> None:
-        """Raise BasketPreconditionFailed (412, RFC 9110 §15.5.13) unless `passes(current)`."""
+    def check(self, current: str | None, detail: str | None = None, **extensions: Any) -> None:
+        """Raise ConditionFailed (412, RFC 9110 §15.5.13) unless `passes(current)`; `detail`
+        tells the client what to read again."""
         if not self.passes(current):
-            raise BasketPreconditionFailed(
-                "The basket is not in the state this request's If-Match / If-None-Match "
-                "requires; read it again (GET /api/basket gives its current ETag)."
+            raise ConditionFailed(
+                detail
+                or "The resource is not in the state this request's If-Match / If-None-Match "
+                "requires; read it again for its current ETag.",
+                **extensions,
             )
 
     def not_modified(self, current: str | None) -> bool:
@@ -137,3 +155,13 @@ class Preconditions:
 
 
 NONE = Preconditions()
+
+
+def required_if_match(values: list[str], detail: str, **extensions: Any) -> Preconditions:
+    """The If-Match of a write that must not be made blind: its field lines parsed, or
+    ConditionRequired (428, RFC 6585 §3) when there are none, with `detail` saying where the
+    ETag comes from. Raises MalformedPrecondition (400) as `parse_tag_list` does."""
+    if_match = parse_tag_list("If-Match", values)
+    if if_match is None:
+        raise ConditionRequired(detail, **extensions)
+    return Preconditions(if_match=if_match)

@@ -6,13 +6,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from basket.conditions import (
+from eshop_common.conditions import (
     ANY,
-    BasketPreconditionFailed,
+    ConditionFailed,
+    ConditionRequired,
     EntityTag,
     MalformedPrecondition,
     Preconditions,
     parse_tag_list,
+    required_if_match,
 )
 
 # RFC 9110 §8.8.3: etagc = %x21 / %x23-7E / obs-text
@@ -62,7 +64,7 @@ def test_if_match_fails_when_nothing_is_stored(tag):
     """§13.1.1: `*` or any list is false when there is no current representation."""
     assert not Preconditions(if_match=ANY).passes(None)
     assert not Preconditions(if_match=(EntityTag(tag),)).passes(None)
-    with pytest.raises(BasketPreconditionFailed):
+    with pytest.raises(ConditionFailed):
         Preconditions(if_match=(EntityTag(tag),)).check(None)
 
 
@@ -80,3 +82,21 @@ def test_if_match_is_evaluated_before_if_none_match():
     both = Preconditions(if_match=(EntityTag("a"),), if_none_match=(EntityTag("a"),))
     assert not both.passes("a")
     assert not Preconditions(if_match=(EntityTag("b"),), if_none_match=ANY).passes(None)
+
+
+def test_a_required_if_match_that_is_absent_is_a_428():
+    """RFC 6585 §3: the origin server requires the request to be conditional; 428 says so."""
+    with pytest.raises(ConditionRequired) as raised:
+        required_if_match([], "Send If-Match.")
+    assert raised.value.status == 428
+    assert raised.value.detail == "Send If-Match."
+
+
+@given(opaque)
+def test_a_required_if_match_that_is_present_is_evaluated_as_if_match(current):
+    """RFC 9110 §13.1.1: present, it is an ordinary If-Match; a malformed one is still a 400."""
+    assert required_if_match([f'"{current}"'], "").passes(current)
+    assert not required_if_match([f'"{current}x"'], "").passes(current)
+    assert required_if_match(["*"], "").passes(current)
+    with pytest.raises(MalformedPrecondition):
+        required_if_match([current + "0"], "")
