@@ -50,6 +50,7 @@ def test_database_outage_is_a_quick_503_and_the_service_recovers_by_itself(
             response, elapsed = timed_get(client, path)
             body = assert_problem(response, 503)
             assert "database" in body["detail"]
+            assert body["type"] == "/problems/database-unavailable"
             assert response.headers["retry-after"]
             assert elapsed < BOUND_SECONDS, f"{path} took {elapsed:.1f}s"
         assert client.get("/healthz").status_code == 200, "the process itself is still alive"
@@ -84,3 +85,25 @@ def test_a_write_during_an_outage_is_a_503_and_leaves_nothing_behind(
             assert time.monotonic() < deadline
             time.sleep(0.2)
         assert page.json()["count"] == 0
+
+
+def test_every_connection_busy_is_overload_not_an_outage(own_postgres, assert_problem):
+    """The database answers; the service has more requests than pooled connections. The caller
+    is told to come back in a moment (503 /problems/overloaded, RFC 9110 §15.6.4 with
+    Retry-After), not that the database is down, and `/readyz` stays 200."""
+    url = own_postgres.create_database("catalog")
+    migrate(url)
+    settings = Settings(
+        database_url=url, db_pool_size=1, db_max_overflow=0, db_pool_timeout=0.3,
+        outbox_relay_enabled=False,
+    )  # fmt: skip
+    with TestClient(create_catalog_app(settings)) as client:
+        assert client.get("/api/catalog/brands").status_code == 200
+        engine = client.app_state["engine"]  # what the lifespan yielded
+        with engine.connect():  # a slow request holds the only connection
+            response, elapsed = timed_get(client, "/api/catalog/brands")
+            body = assert_problem(response, 503)
+            assert body["type"] == "/problems/overloaded"
+            assert response.headers["retry-after"] == "1"
+            assert elapsed < BOUND_SECONDS
+        assert client.get("/api/catalog/brands").status_code == 200

@@ -11,7 +11,7 @@ from pydantic import AfterValidator, BeforeValidator
 from sqlalchemy.orm import Session
 
 from catalog import repository, service
-from catalog.errors import MERGE_PATCH, DatabaseUnavailable, NotAMergePatch
+from catalog.errors import MERGE_PATCH, NotAMergePatch
 from catalog.events import UserCheckoutAccepted
 from catalog.models import CatalogItem
 from catalog.pictures import Picture, PictureStore
@@ -35,7 +35,7 @@ from catalog.schemas import (
 from eshop_common.auth import AdminUser, FromSidecar
 from eshop_common.conditions import ENTITY_TAGS, Preconditions, required_if_match
 from eshop_common.events import DROP, RETRY, SUCCESS, EventAck, parse_event
-from eshop_common.problems import problem_responses
+from eshop_common.problems import ServiceUnavailable, problem_responses
 
 log = logging.getLogger(__name__)
 
@@ -353,7 +353,7 @@ def on_user_checkout_accepted(request: Request, payload: Annotated[Any, Body()])
     event_id, checkout = parsed
     try:
         outcome = service.reserve_stock(request.state.sessionmaker, event_id, checkout)
-    except DatabaseUnavailable:
+    except ServiceUnavailable:  # the database is down, or every connection is busy
         return RETRY
     log.info("checkout %s: stock %s", checkout.request_id, outcome)
     return SUCCESS

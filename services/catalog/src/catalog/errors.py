@@ -68,5 +68,7 @@ class InvalidField(UnprocessableContent):
 
 
 class DatabaseUnavailable(ServiceUnavailable):
+    type = "/problems/database-unavailable"
+
     def __init__(self) -> None:
         super().__init__("The catalog database is not reachable right now; try again shortly.")

@@ -44,6 +44,7 @@ from catalog.models import (
     OutboxMessage,
     ProcessedEvent,
 )
+from eshop_common.problems import Overloaded
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
 
 
 def _database_unavailable(exc: BaseException) -> bool:
-    if isinstance(exc, OperationalError | InterfaceError | PoolTimeoutError):
+    if isinstance(exc, OperationalError | InterfaceError):
         return True
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
@@ -81,7 +82,9 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     try:
         with factory.begin() as session:
             yield session
-    except (DBAPIError, PoolTimeoutError) as exc:
+    except PoolTimeoutError:
+        raise _pool_exhausted() from None
+    except DBAPIError as exc:
         if not _database_unavailable(exc):
             raise
         log.warning("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
@@ -92,8 +95,16 @@ def ping(engine: Engine) -> None:
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-    except (DBAPIError, PoolTimeoutError) as exc:
+    except PoolTimeoutError:
+        raise _pool_exhausted() from None
+    except DBAPIError as exc:
         raise DatabaseUnavailable() from exc
+
+
+def _pool_exhausted() -> Overloaded:
+    """Every pooled connection stayed busy for `db_pool_timeout`: the database answers, the
+    service has more requests than connections. Overload, not an outage."""
+    return Overloaded("All database connections are busy; try again in a moment.")
 
 
 # ---- reads -------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from fastapi.routing import APIRoute
 
 from eshop_common import health
 from eshop_common.auth import TokenVerifier
+from eshop_common.overload import LoadShedding
 from eshop_common.problems import install_problem_handlers
 from eshop_common.settings import ServiceSettings
 
@@ -58,6 +59,12 @@ def create_app(
     app.state.app_api_token = settings.app_api_token
     app.state.readiness_check = readiness_check
     install_problem_handlers(app)
+    app.add_middleware(
+        LoadShedding,
+        max_in_flight=settings.max_in_flight_requests,
+        max_waiting=settings.max_waiting_requests,
+        max_wait_seconds=settings.max_queue_wait_seconds,
+    )
     app.include_router(health.router)
     return app
 

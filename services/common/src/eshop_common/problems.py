@@ -223,6 +223,13 @@ class ServiceUnavailable(Problem):
         super().__init__(detail, headers={"Retry-After": str(retry_after)}, **extensions)
 
 
+class Overloaded(ServiceUnavailable):
+    """More requests than the service takes on at once: the service is fine, and a retry a
+    moment later will most likely be served. Not an outage of anything it depends on."""
+
+    type = "/problems/overloaded"
+
+
 def problem_body(
     status: int,
     title: str,
