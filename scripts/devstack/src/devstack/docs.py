@@ -5,7 +5,7 @@ continues one), the lines after a command up to the next one are its expected ou
 `...` in the expected output stands for any number of lines.
 
 An included file is a fenced block right after `<!-- include: path/from/repo/root -->`; its
-content must be the file's, byte for byte. `devstack docs --sync` rewrites those blocks.
+content must be the file's, byte for byte. `devstack docs` rewrites those blocks.
 """
 
 from __future__ import annotations
