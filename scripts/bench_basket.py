@@ -373,19 +373,27 @@ async def measure(bench: Bench, meter: CpuMeter, args: argparse.Namespace) -> di
             for name, op in make_ops(bench, session, store, httpx_clients).items():
                 if args.only and name not in args.only:
                     continue
-                await closed_loop(op, args.connections, args.warmup)  # connections, caches
+                warm = await closed_loop(op, args.connections, args.warmup)  # connections, caches
                 # Saturation first: a closed loop cannot queue more than `connections` requests,
                 # whereas an open-loop rate above a hop's capacity leaves a backlog behind it.
                 saturated = await metered(
-                    meter, partial(closed_loop, op, args.connections, args.seconds)
+                    meter, partial(closed_loop, op, args.connections, args.seconds), args.attempts
                 )
+                saturated.errors += warm.errors  # a hop's errors count its warm-up too
                 below = None
                 if saturated.rps < 2 * args.rate:
                     rate = max(10.0, round(saturated.rps / 2, -1))
                     await asyncio.sleep(1)
-                    below = (rate, await metered(meter, partial(open_loop, op, rate, args.seconds)))
+                    below = (
+                        rate,
+                        await metered(
+                            meter, partial(open_loop, op, rate, args.seconds), args.attempts
+                        ),
+                    )
                 await asyncio.sleep(1)
-                opened = await metered(meter, partial(open_loop, op, args.rate, args.seconds))
+                opened = await metered(
+                    meter, partial(open_loop, op, args.rate, args.seconds), args.attempts
+                )
                 hops[name] = Hop(saturated, opened, below)
                 print(progress(name, hops[name]), flush=True)
             for client in httpx_clients.values():
@@ -458,14 +466,13 @@ async def measure_contention(bench: Bench) -> list[Contention]:
 
 
 QUIET = 0.25  # share of a core that other people's processes may use during a kept run
-ATTEMPTS = 3
 
 
-async def metered(meter: CpuMeter, load: Callable[[], Awaitable[Run]]) -> Run:
+async def metered(meter: CpuMeter, load: Callable[[], Awaitable[Run]], attempts: int) -> Run:
     """Run `load`; when other processes took more than QUIET of a core meanwhile, run it again
-    (up to ATTEMPTS times) and keep the least disturbed run."""
+    (up to `attempts` times) and keep the least disturbed run."""
     runs = []
-    for _ in range(ATTEMPTS):
+    for _ in range(attempts):
         before, t0 = meter.sample(), time.perf_counter()
         run = await load()
         after, elapsed = meter.sample(), time.perf_counter() - t0
@@ -645,8 +652,8 @@ def report(
     parts.append(
         f"Load average (1 min) before the run: {load[0]:.2f}; after it: {load[1]:.2f}. "
         f"A run during which other processes took more than {QUIET:.0%} of a core was repeated "
-        f"(up to {ATTEMPTS} times) and the least disturbed one kept; in the kept runs they took "
-        f"at most {max(r.cpu[OTHERS] for r in runs):.0%}. A fixed pure-Python loop (a gauge of "
+        f"(up to {args.attempts} times) and the least disturbed one kept; in the kept runs they "
+        f"took at most {max(r.cpu[OTHERS] for r in runs):.0%}. A fixed pure-Python loop (a gauge of "
         f"the host's speed) took {reference[0]:.0f} ms of CPU before the run and "
         f"{reference[1]:.0f} ms after it."
     )
@@ -733,6 +740,9 @@ def main(argv: list[str] | None = None) -> int:
         help="also measure basket GET with the basket code of these commits",
     )  # fmt: skip
     parser.add_argument("--only", nargs="*", help="measure only these hops (names as in the table)")
+    parser.add_argument(
+        "--attempts", type=int, default=3, help="runs of a hop when others disturb it (kept: least)"
+    )
     parser.add_argument("--doc", type=Path, help="write the results into this file's `## Basket`")
     args = parser.parse_args(argv)
     command = "uv run python scripts/bench_basket.py" + "".join(

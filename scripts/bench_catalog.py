@@ -304,11 +304,11 @@ async def measure(
         await pool.open(wait=True)
         for scenario in scenarios:
             service, direct = http_op(session, scenario), sql_op(pool, scenario)
-            for op in (service, direct):  # warm caches, connections and prepared plans
-                await open_loop(op, args.rate, args.warmup)
+            # Warm caches, connections and prepared plans; its errors count with the open loop's.
+            warm = [await open_loop(op, args.rate, args.warmup) for op in (service, direct)]
             # Service and direct SQL take turns in one-second slices, so a neighbour's burst of
             # CPU on a shared machine lands on both sides alike instead of on one of them.
-            slices = [Result([], 0, 0.0) for _ in range(4)]
+            slices = [Result([], w.errors, 0.0) for w in warm] + [Result([], 0, 0.0)] * 2
             for _ in range(max(1, round(args.duration))):
                 slices[0] += await open_loop(
                     service, args.rate, args.duration / round(args.duration)
