@@ -653,8 +653,8 @@ def report(
         f"Load average (1 min) before the run: {load[0]:.2f}; after it: {load[1]:.2f}. "
         f"A run during which other processes took more than {QUIET:.0%} of a core was repeated "
         f"(up to {args.attempts} times) and the least disturbed one kept; in the kept runs they "
-        f"took at most {max(r.cpu[OTHERS] for r in runs):.0%}. A fixed pure-Python loop (a gauge of "
-        f"the host's speed) took {reference[0]:.0f} ms of CPU before the run and "
+        f"took at most {max(r.cpu[OTHERS] for r in runs):.0%}. A fixed pure-Python loop (a gauge "
+        f"of the host's speed) took {reference[0]:.0f} ms of CPU before the run and "
         f"{reference[1]:.0f} ms after it."
     )
     return "\n\n".join(parts)
