@@ -105,6 +105,7 @@ class Sidecar:
     base: Path
     relay: Relay
     env: dict[str, str]
+    daprd: Path
     resiliency: bool = True
     http_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
@@ -126,7 +127,7 @@ class Sidecar:
         if self.resiliency:
             shutil.copy(COMPONENTS / "resiliency.yaml", resources / "resiliency.yaml")
         argv = [
-            str(install_daprd()), "--app-id", "basket-api", "--resources-path", str(resources),
+            str(self.daprd), "--app-id", "basket-api", "--resources-path", str(resources),
             "--config", str(COMPONENTS / "config" / "local.yaml"),
             "--dapr-http-port", str(self.http_port), "--dapr-grpc-port", str(free_port()),
             "--dapr-internal-grpc-port", str(free_port()), "--dapr-listen-addresses", "127.0.0.1",
@@ -418,6 +419,7 @@ def run(redis_host: str, postgres_url: str, groups: list[str]) -> list[tuple[str
     """(behaviour, what Redis did, what PostgreSQL did) for each row of `groups`. Each store
     gets a sidecar with the sample's resiliency policy and, when a group asks for it, one
     without; each sidecar reaches its store through a relay of its own."""
+    daprd = install_daprd()
     run_id = uuid.uuid4().hex[:8]
     base = Path(tempfile.mkdtemp(prefix="eshop-store-semantics-"))
     admin = postgres_url.replace("postgresql+psycopg://", "postgresql://")
@@ -445,7 +447,7 @@ def run(redis_host: str, postgres_url: str, groups: list[str]) -> list[tuple[str
                 )
             }
         )
-        return Sidecar(store, base, relay, {**os.environ, **env}, resiliency=resiliency)
+        return Sidecar(store, base, relay, {**os.environ, **env}, daprd, resiliency=resiliency)
 
     plan = [
         (sidecar(store, resiliency), names)
