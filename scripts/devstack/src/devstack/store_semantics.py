@@ -164,6 +164,7 @@ class Sidecar:
 
     def stop(self) -> None:
         if self.proc is not None:
+            self.http.close()
             self.proc.terminate()
             self.proc.wait(timeout=15)
 
