@@ -16,6 +16,7 @@ from devstack.stack import (
     Stack,
     install_daprd,
 )
+from devstack.store_semantics import GROUPS
 
 # The app a person opens in a browser; the others are APIs.
 STOREFRONT = "webshop"
@@ -85,6 +86,13 @@ def outbox_race(args: argparse.Namespace) -> int:
     return 0
 
 
+def store_semantics(args: argparse.Namespace) -> int:
+    from devstack.store_semantics import report
+
+    report(args.redis, args.postgres, args.group or list(GROUPS))
+    return 0
+
+
 def _replicas(text: str) -> tuple[str, int]:
     app_id, _, count = text.partition("=")
     if not count.isdigit() or int(count) < 1:
@@ -124,5 +132,18 @@ def main(argv: list[str] | None = None) -> None:
     p_outbox.add_argument("--redis", default="127.0.0.1:6380", help="host:port of a Redis")
     p_outbox.add_argument("--racers", type=int, default=8)
     p_outbox.set_defaults(func=outbox_race)
+    p_semantics = sub.add_parser(
+        "store-semantics", help="the same state API calls on Redis and PostgreSQL, side by side"
+    )
+    p_semantics.add_argument("--redis", default="127.0.0.1:6380", help="host:port of a Redis")
+    p_semantics.add_argument(
+        "--postgres",
+        default="postgresql://postgres@127.0.0.1:5433/postgres",
+        help="a PostgreSQL URL whose user may create databases",
+    )
+    p_semantics.add_argument(
+        "--group", action="append", choices=GROUPS, help="only these behaviours (repeatable)"
+    )
+    p_semantics.set_defaults(func=store_semantics)
     args = parser.parse_args(argv)
     sys.exit(args.func(args))
