@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 
 from basket.config import Settings
-from basket.schemas import BasketItemAdd, new_revision
+from basket.schemas import BasketItemAdd, IdempotentReply, new_revision
 from basket.service import BasketService, Saved, state_key
-from basket.state import DaprSidecar, ETagMismatch, StoreBreaker
+from basket.state import DaprSidecar, ETagMismatch, StateStoreUnavailable, StoreBreaker
 from devstack.stack import DEMO_DAPR_API_TOKEN, DEMO_JWT_SECRET, Stack
 from devstack.testkit import checkout_events, unique_user
 from eshop_common.auth import mint_token
@@ -147,3 +147,42 @@ def test_an_add_whose_lost_reply_is_followed_by_a_checkout_is_ordered_once(
     assert stored_quantity(basket_stack, buyer) == 0
     (event,) = checkout_events(basket_stack, orders[0])
     assert [line["quantity"] for line in event["data"]["items"]] == [1]
+
+
+class SidecarThatCannotKeepReplies(DaprSidecar):
+    """The store goes away right after the request took effect, when its reply is to be kept
+    under its Idempotency-Key."""
+
+    async def save_state(self, key: str, value: Any, **options: Any) -> None:
+        if key.startswith("idempotency:") and "reply" in value:
+            raise StateStoreUnavailable("the store went away")
+        await super().save_state(key, value, **options)
+
+
+def test_an_add_whose_reply_cannot_be_kept_still_answers_its_success(
+    basket_stack: Stack, products
+) -> None:
+    """The add is applied; failing to remember its reply must not turn it into a 503, which a
+    client would retry as if nothing had happened."""
+    buyer = unique_user("reply-not-kept")
+
+    async def add_with_key() -> IdempotentReply:
+        async with SidecarThatCannotKeepReplies(
+            basket_stack.dapr_url("basket-api"), api_token=DEMO_DAPR_API_TOKEN,
+            timeout_seconds=5, store="statestore", catalog_app_id="catalog-api",
+            pubsub="pubsub", breaker=StoreBreaker(5, 5),
+        ) as sidecar:  # fmt: skip
+            service = BasketService(sidecar, Settings())
+
+            async def perform() -> IdempotentReply:
+                saved = await service.add_item(
+                    buyer, BasketItemAdd(productId=products[0]["id"], quantity=1)
+                )
+                return IdempotentReply(status=200, body={}, etag=saved.etag)
+
+            reply = await service.idempotent(buyer, "k1", "fingerprint", perform)
+            await service.close()
+            return reply
+
+    assert asyncio.run(add_with_key()).status == 200
+    assert stored_quantity(basket_stack, buyer) == 1

@@ -843,7 +843,14 @@ class BasketService:
                 with contextlib.suppress(ServiceUnavailable):
                     await self._settle(record_key, IdempotencyRecord(fingerprint=fingerprint))
                 raise
-            await self._settle(record_key, IdempotencyRecord(fingerprint=fingerprint, reply=reply))
+            try:
+                await self._settle(
+                    record_key, IdempotencyRecord(fingerprint=fingerprint, reply=reply)
+                )
+            except ServiceUnavailable as exc:
+                # The request took effect: say so. Its key stays claimed until the lease ends;
+                # a retry before that waits, then gets 409, and one after it runs again.
+                log.warning("Idempotency-Key %r: the reply could not be kept: %s", key, exc)
             return reply
 
     async def _save_record(
