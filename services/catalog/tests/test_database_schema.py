@@ -10,7 +10,14 @@ from catalog.db_cli import downgrade, migrate
 from catalog.models import Base
 from devstack.pytest_plugin import new_database
 
-TABLES = {"catalog_brand", "catalog_type", "catalog_item", "outbox_message", "processed_event"}
+TABLES = {
+    "catalog_brand",
+    "catalog_type",
+    "catalog_item",
+    "outbox_message",
+    "processed_event",
+    "dead_letter",
+}
 
 
 def table_names(url: str) -> set[str]:

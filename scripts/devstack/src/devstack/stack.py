@@ -215,9 +215,10 @@ class Stack:
         self.procs[name] = proc
         return proc
 
-    def start_sidecar(self, name: str) -> None:
+    def start_sidecar(self, name: str, resources: Path | None = None) -> None:
+        """Start `name`'s daprd, with the stack's resources or those in `resources`."""
         spec = self.instances[name]
-        args = spec.daprd_args(self.resources_path())
+        args = spec.daprd_args(resources or self.resources_path())
         self._spawn(f"{name}-dapr", [str(self.daprd), *args], self._daprd_env(), REPO_ROOT)
 
     def start_app(self, name: str, extra_env: dict[str, str] | None = None) -> None:

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from basket.schemas import (
+    BUYER_ID,
     Basket,
     BasketItemAdd,
     BasketItemUpdate,
@@ -25,10 +26,17 @@ from basket.schemas import (
     StockReservationRejected,
     StockReserved,
 )
-from basket.service import STALE_BASKET, BasketService, RequestKey, Saved
+from basket.service import (
+    STALE_BASKET,
+    BasketConflict,
+    BasketService,
+    RequestKey,
+    Saved,
+    UnreadableBasket,
+)
 from eshop_common.auth import CurrentUser, FromSidecar
 from eshop_common.conditions import ENTITY_TAGS, Preconditions
-from eshop_common.events import DROP, RETRY, SUCCESS, EventAck, parse_event
+from eshop_common.events import RETRY, SUCCESS, EventAck, Undeliverable, dropped, parse_event
 from eshop_common.problems import BadRequest, ServiceUnavailable, problem_responses
 
 # Every basket route: a token that is missing or bad (401) or whose subject cannot be a buyer id
@@ -56,11 +64,6 @@ BASKET_LINKS: dict[int | str, dict[str, Any]] = {
     }
 }
 
-# The buyer id becomes the state key, one segment of the sidecar's URL. Dapr refuses keys
-# containing `||`, the service keeps its own entries under keys with `:` (prices, idempotency
-# keys), and `.` or `..` alone would be removed from the URL as a dot segment (RFC 3986 §5.2.4)
-# before it reaches the sidecar; so buyer ids stay within this set.
-BUYER_ID = re.compile(r"^(?!\.{1,2}$)[A-Za-z0-9._@+-]{1,128}$")
 # draft-ietf-httpapi-idempotency-key-header §2.1: a Structured Field string ("..."); the bare
 # value is accepted too. Its characters become part of a state key.
 IDEMPOTENCY_KEY = re.compile(r'^(?:"([A-Za-z0-9._-]{1,100})"|([A-Za-z0-9._-]{1,100}))$')
@@ -328,16 +331,27 @@ async def read_checkout_status(
     return await baskets.checkout_status(buyer, request_id)
 
 
+async def _answer(topic: str, event_id: str, handling: Awaitable[object]) -> EventAck:
+    """SUCCESS once `handling` is done. RETRY for what passes: the sidecar or the store away, a
+    basket that kept changing. DROP for a stored basket that cannot be read: that lasts until its
+    buyer replaces it, and the checkout the event names goes with it."""
+    try:
+        await handling
+    except (ServiceUnavailable, BasketConflict):
+        return RETRY
+    except UnreadableBasket:
+        return dropped(topic, Undeliverable("the buyer's stored basket cannot be read", event_id))
+    return SUCCESS
+
+
 @events_router.post("/stock-reserved")
 async def on_stock_reserved(baskets: Baskets, payload: Annotated[Any, Body()]) -> EventAck:
     """Mark a checkout reserved; called by the sidecar for each StockReserved."""
-    if (parsed := parse_event(payload, StockReserved)) is None:
-        return DROP
     try:
-        await baskets.record_reserved(parsed[1])
-    except ServiceUnavailable:
-        return RETRY
-    return SUCCESS
+        event_id, event = parse_event(payload, StockReserved)
+    except Undeliverable as exc:
+        return dropped("stock-reserved", exc)
+    return await _answer("stock-reserved", event_id, baskets.record_reserved(event))
 
 
 @events_router.post("/stock-reservation-rejected")
@@ -346,35 +360,32 @@ async def on_stock_reservation_rejected(
 ) -> EventAck:
     """Mark a checkout rejected and give its lines back; called for each
     StockReservationRejected."""
-    if (parsed := parse_event(payload, StockReservationRejected)) is None:
-        return DROP
     try:
-        await baskets.record_rejected(parsed[1])
-    except ServiceUnavailable:
-        return RETRY
-    return SUCCESS
+        event_id, event = parse_event(payload, StockReservationRejected)
+    except Undeliverable as exc:
+        return dropped("stock-reservation-rejected", exc)
+    return await _answer("stock-reservation-rejected", event_id, baskets.record_rejected(event))
 
 
 @events_router.post("/product-deleted")
 async def on_product_deleted(baskets: Baskets, payload: Annotated[Any, Body()]) -> EventAck:
     """Mark a deleted product unavailable in every basket; called for each ProductDeleted."""
-    if (parsed := parse_event(payload, ProductDeleted)) is None:
-        return DROP
     try:
-        await baskets.apply_product_deleted(*parsed)
-    except ServiceUnavailable:
-        return RETRY
-    return SUCCESS
+        event_id, deleted = parse_event(payload, ProductDeleted)
+    except Undeliverable as exc:
+        return dropped("product-deleted", exc)
+    return await _answer(
+        "product-deleted", event_id, baskets.apply_product_deleted(event_id, deleted)
+    )
 
 
 @events_router.post("/product-price-changed")
 async def on_product_price_changed(baskets: Baskets, payload: Annotated[Any, Body()]) -> EventAck:
     """Remember a product's new price; called by the sidecar for each ProductPriceChanged."""
-    if (parsed := parse_event(payload, ProductPriceChanged)) is None:
-        return DROP
-    event_id, change = parsed
     try:
-        await baskets.apply_price_change(event_id, change)
-    except ServiceUnavailable:
-        return RETRY
-    return SUCCESS
+        event_id, change = parse_event(payload, ProductPriceChanged)
+    except Undeliverable as exc:
+        return dropped("product-price-changed", exc)
+    return await _answer(
+        "product-price-changed", event_id, baskets.apply_price_change(event_id, change)
+    )

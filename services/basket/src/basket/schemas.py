@@ -1,10 +1,11 @@
 """Wire shapes: camelCase JSON outside, snake_case Python inside."""
 
+import re
 import uuid
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, model_validator
 from pydantic.alias_generators import to_camel
 
 MAX_QUANTITY = 99
@@ -13,6 +14,22 @@ MAX_QUANTITY = 99
 Money = Annotated[Decimal, PlainSerializer(float, return_type=float, when_used="json")]
 ProductId = Annotated[int, Field(ge=1, le=2**31 - 1)]
 Quantity = Annotated[int, Field(ge=1, le=MAX_QUANTITY)]
+# The buyer id becomes the state key, one segment of the sidecar's URL. Dapr refuses keys
+# containing `||`, the service keeps its own entries under keys with `:` (prices, idempotency
+# keys), and `.` or `..` alone would be removed from the URL as a dot segment (RFC 3986 §5.2.4)
+# before it reaches the sidecar; so buyer ids stay within this set.
+BUYER_ID = re.compile(r"^(?!\.{1,2}$)[A-Za-z0-9._@+-]{1,128}$")
+
+
+def _buyer_id(value: str) -> str:
+    if not BUYER_ID.match(value):
+        raise ValueError("not a buyer id: 1 to 128 letters, digits and . _ @ + - only")
+    return value
+
+
+# A buyer id in an event: one that fails here could never name a basket, and asking the sidecar
+# for it would look like a store outage.
+BuyerId = Annotated[str, AfterValidator(_buyer_id)]
 
 
 class CamelModel(BaseModel):
@@ -84,10 +101,10 @@ class CheckoutAccepted(CamelModel):
 
 
 class CheckoutLine(CamelModel):
-    product_id: int
+    product_id: ProductId
     product_name: str
     unit_price: Money
-    quantity: int
+    quantity: int = Field(ge=1)
 
 
 class UserCheckoutAccepted(CamelModel):
@@ -182,12 +199,12 @@ class Basket(CamelModel):
 
 class StockReserved(CamelModel):
     request_id: str = Field(min_length=1)
-    buyer_id: str = Field(min_length=1)
+    buyer_id: BuyerId
 
 
 class StockReservationRejected(CamelModel):
     request_id: str = Field(min_length=1)
-    buyer_id: str = Field(min_length=1)
+    buyer_id: BuyerId
     reason: str
     shortages: list[Shortage]
     items: list[CheckoutLine]

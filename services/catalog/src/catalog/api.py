@@ -11,8 +11,10 @@ from pydantic import AfterValidator, BeforeValidator
 from sqlalchemy.orm import Session
 
 from catalog import repository, service
+from catalog.dead_letters import service as dead_letters
+from catalog.dead_letters.repository import refusals_are_undeliverable
 from catalog.errors import MERGE_PATCH, NotAMergePatch
-from catalog.events import UserCheckoutAccepted
+from catalog.events import CHECKOUT_ACCEPTED, UserCheckoutAccepted
 from catalog.models import CatalogItem
 from catalog.pictures import Picture, PictureStore
 from catalog.repository import ItemFilter
@@ -34,7 +36,7 @@ from catalog.schemas import (
 )
 from eshop_common.auth import AdminUser, FromSidecar
 from eshop_common.conditions import ENTITY_TAGS, Preconditions, required_if_match
-from eshop_common.events import DROP, RETRY, SUCCESS, EventAck, parse_event
+from eshop_common.events import RETRY, SUCCESS, EventAck, Undeliverable, parse_event
 from eshop_common.problems import ServiceUnavailable, problem_responses
 
 log = logging.getLogger(__name__)
@@ -348,12 +350,17 @@ events_router = APIRouter(
 @events_router.post("/user-checkout-accepted")
 def on_user_checkout_accepted(request: Request, payload: Annotated[Any, Body()]) -> EventAck:
     """Reserve stock for a checkout; called by the sidecar for each UserCheckoutAccepted."""
-    if (parsed := parse_event(payload, UserCheckoutAccepted)) is None:
-        return DROP
-    event_id, checkout = parsed
+    factory = request.state.sessionmaker
     try:
-        outcome = service.reserve_stock(request.state.sessionmaker, event_id, checkout)
-    except ServiceUnavailable:  # the database is down, or every connection is busy
+        event_id, checkout = parse_event(payload, UserCheckoutAccepted)
+        with refusals_are_undeliverable(event_id):
+            outcome = service.reserve_stock(factory, event_id, checkout)
+    except Undeliverable as exc:
+        return dead_letters.dropped(factory, CHECKOUT_ACCEPTED, exc)
+    except ServiceUnavailable:
+        # A database that is away, a row locked past the statement timeout, or every pooled
+        # connection busy: the sidecar delivers it again, for minutes (resiliency.yaml).
+        log.warning("checkout %s: database unavailable or busy, answering RETRY", event_id)
         return RETRY
     log.info("checkout %s: stock %s", checkout.request_id, outcome)
     return SUCCESS

@@ -34,8 +34,8 @@ class Settings(ServiceSettings):
     outbox_poll_seconds: float = 0.25
     # How long a published outbox row and a handled event's id are kept (docs/06). A delivery of
     # an event whose id is older than this is handled again, so the window must be longer than
-    # any redelivery can come: pub/sub retries take seconds, a dead letter an operator replays
-    # is one the dead-letter topic still holds, and a checkout left in a basket's outbox (by a
+    # any redelivery can come: pub/sub retries take minutes, a dead letter older than this is
+    # not replayed (dead_letters.service.replay), and a checkout left in a basket's outbox (by a
     # crash between publishing and removing it) is sent again when the buyer comes back, at
     # most the basket's TTL (BASKET_TTL_SECONDS, 30 days) later. 35 days, by default.
     event_retention_seconds: int = Field(default=35 * 24 * 3600, ge=3600)

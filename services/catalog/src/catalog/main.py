@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from catalog import repository
 from catalog.api import events_router, router
 from catalog.config import Settings
+from catalog.dead_letters import api as dead_letters
 from catalog.outbox import OutboxRelay
 from catalog.pictures import PictureStore
 from catalog.publisher import Publisher
@@ -27,6 +28,8 @@ class State(TypedDict):
     engine: Engine
     sessionmaker: sessionmaker[Session]
     pictures: PictureStore
+    publisher: Publisher
+    event_retention: timedelta
 
 
 async def database_ready(request: Request) -> None:
@@ -41,12 +44,8 @@ def create_catalog_app(settings: Settings | None = None) -> FastAPI:
         engine = repository.make_engine(settings)
         factory = repository.make_sessionmaker(engine)
         publisher = Publisher(settings)
-        relay = OutboxRelay(
-            factory,
-            publisher,
-            settings.outbox_poll_seconds,
-            timedelta(seconds=settings.event_retention_seconds),
-        )
+        retention = timedelta(seconds=settings.event_retention_seconds)
+        relay = OutboxRelay(factory, publisher, settings.outbox_poll_seconds, retention)
         if settings.outbox_relay_enabled:
             relay.start()
         freeze_startup_objects()
@@ -55,6 +54,8 @@ def create_catalog_app(settings: Settings | None = None) -> FastAPI:
                 "engine": engine,
                 "sessionmaker": factory,
                 "pictures": PictureStore(settings.pictures_dir, max_age=settings.picture_max_age),
+                "publisher": publisher,
+                "event_retention": retention,
             }
         finally:
             if settings.outbox_relay_enabled:
@@ -71,6 +72,8 @@ def create_catalog_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(router)
     app.include_router(events_router)
+    app.include_router(dead_letters.router)
+    app.include_router(dead_letters.events_router)
     pictures = PictureStore(settings.pictures_dir, max_age=settings.picture_max_age)
     extend_openapi(app, lambda document: name_the_pictures(document, pictures.names()))
     return app

@@ -158,3 +158,7 @@ class ProcessedEvent(Base):
 UQ_ITEM_NAME = "uq_catalog_item_name"
 FK_ITEM_BRAND = "fk_catalog_item_catalog_brand_id_catalog_brand"
 FK_ITEM_TYPE = "fk_catalog_item_catalog_type_id_catalog_type"
+
+# The dead_letter table's model lives with the rest of the dead letters; imported here so that
+# Base.metadata (Alembic, the schema test) knows every table.
+import catalog.dead_letters.models  # noqa: E402, F401

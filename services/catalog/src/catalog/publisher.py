@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -29,17 +30,26 @@ class Publisher:
             trust_env=False,
         )
 
-    def publish(self, topic: str, data: Any, *, event_id: uuid.UUID, event_type: str) -> None:
+    def publish(
+        self,
+        topic: str,
+        data: Any,
+        *,
+        event_id: uuid.UUID | str,
+        event_type: str | None,
+        source: str | None = None,
+    ) -> None:
+        """Publish `data` as a CloudEvent with these id, type and source (the sidecar's
+        defaults where None). Raises PublishFailed."""
         # The CloudEvent id is the outbox row's event id: every delivery of this row, even one
         # repeated after a crash, carries the same id, which is what consumers deduplicate on.
+        # A replayed dead letter keeps its id, and its type and source so it reads as it did.
+        overrides = {"id": str(event_id), "type": event_type, "source": source}
         try:
             resp = self._http.post(
-                f"/v1.0/publish/{self._pubsub}/{topic}",
+                f"/v1.0/publish/{self._pubsub}/{quote(topic, safe='')}",
                 json=data,
-                params={
-                    "metadata.cloudevent.id": str(event_id),
-                    "metadata.cloudevent.type": event_type,
-                },
+                params={f"metadata.cloudevent.{k}": v for k, v in overrides.items() if v},
             )
         except httpx.HTTPError as exc:
             raise PublishFailed(f"sidecar unreachable: {exc}") from exc
