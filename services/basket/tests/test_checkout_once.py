@@ -13,11 +13,13 @@ import pytest
 from starlette.requests import Request
 
 from basket.api import _fingerprint
+from basket.config import Settings
 from basket.schemas import CheckoutRequest
-from basket.service import checkout_id
+from basket.service import BasketService, checkout_id, pending_key
+from basket.state import DaprSidecar, StoreBreaker
 from devstack.procs import free_port
 from devstack.pytest_plugin import StackFactory
-from devstack.stack import DEMO_JWT_SECRET, Stack
+from devstack.stack import DEMO_DAPR_API_TOKEN, DEMO_JWT_SECRET, Stack
 from devstack.testkit import (
     assert_problem,
     checkout_events,
@@ -435,3 +437,41 @@ def test_an_order_a_stopped_replica_could_not_publish_is_sent_by_another_replica
         assert len(checkout_events(stack, accepted.json()["requestId"])) == 1
     finally:
         stack.stop_process(sweeping)
+
+
+def test_a_sweep_passes_over_unreadable_entries_and_still_sends_the_rest(basket_stack: Stack):
+    """Stored data is checked on read in the sweep too: a listed basket that cannot be read, or
+    a registry entry that cannot, is passed over, and the orders of the others are sent."""
+    item = new_product(basket_stack, stock=10)
+    me, broken = buyer(), buyer()
+    headers = {"Authorization": f"Bearer {mint_token(DEMO_JWT_SECRET, me)}"}
+    httpx.post(f"{basket_stack.url('basket-api')}/api/basket/items", headers=headers,
+               json={"productId": item["id"], "quantity": 2})  # fmt: skip
+    request_id = crash_after_the_checkout_save(basket_stack, me)
+    long_ago = time.time() - 60
+    with sidecar_state(basket_stack) as state:
+        entries = [{"key": broken, "value": "hello"}]
+        for key, buyers in ((pending_key(me), [me, broken]), (pending_key(broken), [broken])):
+            entries.append({"key": key, "value": {"buyers": dict.fromkeys(buyers, long_ago)}})
+        other_shard = next(
+            f"outbox-pending:{n}"
+            for n in range(16)
+            if f"outbox-pending:{n}" not in {pending_key(me), pending_key(broken)}
+        )
+        entries.append({"key": other_shard, "value": "garbage"})  # fmt: skip
+        assert state.post("", json=entries).status_code == 204
+
+    async def sweep() -> None:
+        async with DaprSidecar(
+            basket_stack.dapr_url("basket-api"), api_token=DEMO_DAPR_API_TOKEN,
+            timeout_seconds=5, store="statestore", catalog_app_id="catalog-api",
+            pubsub="pubsub", breaker=StoreBreaker(5, 5),
+        ) as sidecar:  # fmt: skip
+            service = BasketService(sidecar, Settings())
+            await service.sweep_outboxes()
+            await asyncio.sleep(2)  # its background send
+            await service.close()
+
+    asyncio.run(sweep())
+    assert settle(basket_stack, item["id"], 8) == 8
+    assert len(checkout_events(basket_stack, request_id)) == 1

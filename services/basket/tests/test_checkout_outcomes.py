@@ -4,6 +4,7 @@ products with ProductDeleted; the basket follows all three."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import httpx
@@ -50,6 +51,18 @@ def publish(stack: Stack, topic: str, data: dict, event_id: str | None = None) -
         headers={"dapr-api-token": DEMO_DAPR_API_TOKEN},
     )  # fmt: skip
     assert resp.status_code == 204, resp.text
+
+
+def remember_a_checkout(stack: Stack, me: str) -> str:
+    """Make the buyer's (existing) basket remember a checkout the catalog has not answered."""
+    request_id = str(uuid.uuid4())
+    with sidecar_state(stack) as state:
+        read = state.get(f"/{me}", params={"consistency": "strong"})
+        remembered = {**read.json(), "checkouts": [{"requestId": request_id}]}
+        saved = state.post("", json=[{"key": me, "value": remembered, "etag": read.headers["etag"],
+                                      "options": {"concurrency": "first-write"}}])  # fmt: skip
+        assert saved.status_code == 204, saved.text
+    return request_id
 
 
 def delete_product(stack: Stack, product_id: int) -> None:
@@ -150,14 +163,7 @@ def test_a_rejection_gives_back_only_what_the_catalog_still_sells(basket_stack: 
     me = buyer()
     client = as_user(me)
     client.post("/api/basket/items", json={"productId": live["id"]})
-    # The basket remembers a checkout the catalog has not answered yet.
-    request_id = str(uuid.uuid4())
-    with sidecar_state(basket_stack) as state:
-        read = state.get(f"/{me}", params={"consistency": "strong"})
-        remembered = {**read.json(), "checkouts": [{"requestId": request_id}]}
-        saved = state.post("", json=[{"key": me, "value": remembered, "etag": read.headers["etag"],
-                                      "options": {"concurrency": "first-write"}}])  # fmt: skip
-        assert saved.status_code == 204, saved.text
+    request_id = remember_a_checkout(basket_stack, me)
     delete_product(basket_stack, gone["id"])
 
     lines = [
@@ -180,3 +186,51 @@ def test_a_rejection_gives_back_only_what_the_catalog_still_sells(basket_stack: 
     marker = new_product(basket_stack)
     client.post("/api/basket/items", json={"productId": marker["id"]})
     assert quantities(client.get("/api/basket").json())[live["id"]] == 2
+
+
+def test_a_deleted_product_stays_unavailable_after_its_tombstone_expires(
+    basket_stack: Stack, as_user
+):
+    """A read that meets the tombstone writes the flag onto the basket's line, so a basket
+    kept alive by later writes does not forget it when the tombstone expires (here: removed)."""
+    doomed, other = new_product(basket_stack), new_product(basket_stack)
+    me = buyer()
+    client = as_user(me)
+    client.post("/api/basket/items", json={"productId": doomed["id"]})
+    delete_product(basket_stack, doomed["id"])
+
+    def flagged_in_the_store() -> bool:
+        client.get("/api/basket")
+        with sidecar_state(basket_stack) as state:
+            stored = state.get(f"/{me}").json()
+        return any(i.get("unavailable") for i in stored["items"])
+
+    eventually(flagged_in_the_store, what="the flag written onto the stored line")
+    with sidecar_state(basket_stack) as state:
+        assert state.delete(f"/product-price:{doomed['id']}").status_code == 204
+    client.post("/api/basket/items", json={"productId": other["id"]})
+    lines = {i["productId"]: i for i in client.get("/api/basket").json()["items"]}
+    assert lines[doomed["id"]]["unavailable"] is True
+    assert_problem(client.post("/api/basket/checkout", json={"shipping": SHIPPING}), 409)
+
+
+def test_a_rejection_whose_lines_no_basket_could_hold_is_dropped(basket_stack: Stack, as_user):
+    """Lines of 150, or of -4, are no checkout this basket made: the event is malformed and
+    goes to the dead-letter topic; the basket and the checkout's status stay as they were."""
+    item = new_product(basket_stack, stock=10)
+    me = buyer()
+    client = as_user(me)
+    client.post("/api/basket/items", json={"productId": item["id"], "quantity": 3})
+    request_id = remember_a_checkout(basket_stack, me)
+    for quantity in (150, -4):
+        line = {"productId": item["id"], "productName": item["name"], "unitPrice": 1,
+                "quantity": quantity}  # fmt: skip
+        publish(basket_stack, "stock-reservation-rejected", {
+            "requestId": request_id, "buyerId": me, "reason": "not enough stock",
+            "shortages": [], "items": [line],
+        })  # fmt: skip
+    marker = new_product(basket_stack)
+    client.post("/api/basket/items", json={"productId": marker["id"]})
+    time.sleep(1)
+    assert quantities(client.get("/api/basket").json()) == {item["id"]: 3, marker["id"]: 1}
+    assert client.get(f"/api/basket/checkouts/{request_id}").json()["status"] == "accepted"

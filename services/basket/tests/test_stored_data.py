@@ -8,12 +8,14 @@ import uuid
 from typing import Any
 
 import httpx
+import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devstack.stack import Stack
-from devstack.testkit import assert_problem, sidecar_state
+from devstack.stack import DEMO_JWT_SECRET, Stack
+from devstack.testkit import assert_problem, new_product, sidecar_state
 from devstack.testkit import unique_user as buyer
+from eshop_common.auth import mint_token
 
 SHIPPING = {
     "fullName": "Ada Lovelace", "street": "12 Example Road", "city": "Springfield",
@@ -94,3 +96,44 @@ def test_a_basket_saved_by_the_first_schema_version_is_migrated_on_read(
     assert saved["schemaVersion"] == 2
     assert saved["checkouts"] == [{"requestId": old_checkout, "status": "accepted"}]
     assert httpx.codes.is_success(client.get("/api/basket").status_code)
+
+
+def test_a_stored_line_the_api_could_not_have_written_makes_the_basket_unreadable(
+    basket_stack: Stack, as_user, products
+):
+    me, product = buyer(), products[0]
+    line = {"productId": product["id"], "productName": "x", "unitPrice": 1, "quantity": -3}
+    store(basket_stack, me, {"schemaVersion": 2, "buyerId": me, "items": [line]})
+    client = as_user(me)
+    assert_problem(client.get("/api/basket"), 409)
+    assert_problem(client.post("/api/basket/checkout", json={"shipping": SHIPPING}), 409)
+
+
+def test_a_basket_that_is_not_even_json_is_a_409_and_put_replaces_it(
+    stack: Stack, as_user, products
+):
+    """Written with redis-cli, past the sidecar (the Redis stack only: through the state API
+    every value is JSON)."""
+    me = buyer()
+    assert stack.redis_url is not None
+    redis.Redis.from_url(stack.redis_url).hset(
+        f"basket-api||{me}", mapping={"data": "not json {", "version": 1}
+    )
+    client = httpx.Client(
+        base_url=stack.url("basket-api"), timeout=20,
+        headers={"Authorization": f"Bearer {mint_token(DEMO_JWT_SECRET, me)}"},
+    )  # fmt: skip
+    with client:
+        assert_problem(client.get("/api/basket"), 409)
+        assert_problem(client.post("/api/basket/items", json={"productId": 1}), 409)
+        body = {"items": [{"productId": products[0]["id"], "quantity": 1}]}
+        assert client.put("/api/basket", json=body).status_code == 200
+
+
+def test_an_unreadable_price_entry_is_taken_as_none(basket_stack: Stack, as_user):
+    item = new_product(basket_stack, price=7.0)
+    client = as_user(buyer())
+    client.post("/api/basket/items", json={"productId": item["id"]})
+    store(basket_stack, f"product-price:{item['id']}", {"price": "x"})
+    (line,) = client.get("/api/basket").json()["items"]
+    assert line["unitPrice"] == 7.0

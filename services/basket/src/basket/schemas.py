@@ -48,9 +48,14 @@ class BasketItemPublic(CamelModel):
 
 
 class BasketItem(BasketItemPublic):
-    """A line as stored: also the catalog's price version the unit price was read at."""
+    """A line as stored: also the catalog's price version the unit price was read at. Read
+    back, a line must be one the API could have written: stored data is checked on read."""
 
-    price_version: int = 0
+    product_id: ProductId
+    unit_price: Money = Field(ge=0)
+    old_unit_price: Money | None = Field(default=None, ge=0)
+    quantity: Quantity
+    price_version: int = Field(default=0, ge=0)
 
 
 class BasketPublic(CamelModel):
@@ -103,8 +108,8 @@ class CheckoutAccepted(CamelModel):
 class CheckoutLine(CamelModel):
     product_id: ProductId
     product_name: str
-    unit_price: Money
-    quantity: int = Field(ge=1)
+    unit_price: Money = Field(ge=0)
+    quantity: Quantity  # what one basket line can hold, so a line given back fits one
 
 
 class UserCheckoutAccepted(CamelModel):

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID, uuid5
 
 from pydantic import BaseModel, ValidationError
@@ -112,6 +112,7 @@ OUTBOX_RETRY_MAX_SECONDS = 60.0
 CHECKOUT_NAMESPACE = UUID("0b8f3c52-6f0e-4f57-9d7e-2c1c5cbb7a11")
 
 Change = Callable[[Basket], Basket]
+M = TypeVar("M", bound=BaseModel)
 log = logging.getLogger(__name__)
 
 
@@ -291,7 +292,8 @@ class BasketService:
         entry = await self._sidecar.get_state(state_key(buyer_id), consistency="eventual")
         stored = self._basket(buyer_id, entry.value)
         self._send_outbox(stored)  # what a crashed checkout left unsent
-        basket = await self._with_current_prices(stored)
+        basket = await self._with_current_prices(stored.model_copy(deep=True))
+        self._remember_unavailable(stored, basket)
         return basket, basket.revision if entry.value is not None else None
 
     async def add_item(
@@ -321,7 +323,7 @@ class BasketService:
 
         def change(basket: Basket) -> Basket:
             line = _line(basket, product_id)
-            if deleted and quantity > line.quantity:
+            if (deleted or line.unavailable) and quantity > line.quantity:
                 raise _unavailable([product_id])
             line.quantity = quantity
             return basket
@@ -648,7 +650,7 @@ class BasketService:
         async with self._locks.hold(key):
             while True:
                 entry = await self._sidecar.get_state(key, consistency="strong")
-                pending = PendingOutboxes.model_validate(entry.value or {})
+                pending = _parsed(PendingOutboxes, key, entry.value) or PendingOutboxes()
                 buyers = change(pending.buyers)
                 if buyers == pending.buyers:
                     return
@@ -673,18 +675,18 @@ class BasketService:
             entry = entries.get(key)
             if entry is None or entry.value is None:
                 continue
-            listed = PendingOutboxes.model_validate(entry.value).buyers
+            registry = _parsed(PendingOutboxes, key, entry.value)
             done: dict[str, float] = {}
-            for buyer_id, since in listed.items():
+            for buyer_id, since in (registry.buyers if registry else {}).items():
                 if since > settled_before:
                     continue  # its checkout may still be on its way
-                basket = await self._sidecar.get_state(state_key(buyer_id), consistency="strong")
+                stored = await self._sidecar.get_state(state_key(buyer_id), consistency="strong")
                 try:
-                    outbox = self._basket(buyer_id, basket.value).outbox
+                    basket = self._basket(buyer_id, stored.value)
                 except UnreadableBasket:
-                    outbox = []
-                if outbox:
-                    self._send_outbox(self._basket(buyer_id, basket.value))
+                    basket = Basket(buyer_id=buyer_id)  # nothing in it can be sent
+                if basket.outbox:
+                    self._send_outbox(basket)
                 else:
                     done[buyer_id] = since
             if done:
@@ -698,6 +700,8 @@ class BasketService:
                 await self.sweep_outboxes()
             except ServiceUnavailable as exc:
                 log.warning("Outbox sweep skipped: %s", exc)
+            except Exception:  # a bug must not end the sweeps for good
+                log.exception("Outbox sweep failed")
 
     async def close(self) -> None:
         """Stop the background publishing; what it had not sent stays in the outboxes."""
@@ -711,6 +715,7 @@ class BasketService:
     ) -> UserCheckoutAccepted:
         priced = await self._with_current_prices(basket.model_copy(deep=True))
         if gone := [i.product_id for i in priced.items if i.unavailable]:
+            self._remember_unavailable(basket, priced)
             raise _unavailable(gone)
         lines = [
             CheckoutLine(
@@ -812,10 +817,8 @@ class BasketService:
             waiting_until = time.monotonic() + IN_FLIGHT_WAIT_SECONDS
             while True:
                 entry = await self._sidecar.get_state(record_key, consistency="strong")
-                record = (
-                    IdempotencyRecord.model_validate(entry.value) if entry.value is not None
-                    else None
-                )  # fmt: skip
+                # An unreadable record is taken as none: the claim below replaces it.
+                record = _parsed(IdempotencyRecord, record_key, entry.value)
                 if record is not None and record.fingerprint != fingerprint:
                     raise _key_reused()
                 if record is not None and record.reply is not None:
@@ -880,10 +883,11 @@ class BasketService:
         async with self._locks.hold(key):
             while True:
                 entry = await self._sidecar.get_state(key, consistency="strong")
-                if entry.value is not None:
-                    known = ProductPrice.model_validate(entry.value)
-                    if known.deleted or known.price_version >= change.price_version:
-                        return False
+                known = _parsed(ProductPrice, key, entry.value)
+                if known is not None and (
+                    known.deleted or known.price_version >= change.price_version
+                ):
+                    return False
                 price = ProductPrice(
                     product_id=change.product_id,
                     price=change.price,
@@ -909,7 +913,7 @@ class BasketService:
         async with self._locks.hold(key):
             while True:
                 entry = await self._sidecar.get_state(key, consistency="strong")
-                known = ProductPrice.model_validate(entry.value) if entry.value else None
+                known = _parsed(ProductPrice, key, entry.value)
                 if known is not None and known.deleted:
                     return
                 tombstone = ProductPrice(
@@ -928,16 +932,38 @@ class BasketService:
                 except ETagMismatch:
                     continue
 
+    def _remember_unavailable(self, stored: Basket, read: Basket) -> None:
+        """Write onto the stored lines what a read learnt from the tombstones: the product is
+        gone. The line then stays unavailable after the tombstone expires, however long the
+        basket is kept alive by later writes. In the background, keeping the revision (what a
+        client sees does not change); if it fails, the next read tries again."""
+        flagged = {i.product_id for i in stored.items if i.unavailable}
+        learnt = {i.product_id for i in read.items if i.unavailable} - flagged
+        if not learnt:
+            return
+
+        def flag(basket: Basket) -> Basket | None:
+            lines = [i for i in basket.items if i.product_id in learnt and not i.unavailable]
+            for line in lines:
+                line.unavailable = True
+            return basket if lines else None
+
+        task = asyncio.create_task(self._amend(stored.buyer_id, flag))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_log_failure)
+
     async def _deleted_products(self, product_ids: list[int]) -> set[int]:
         """Which of `product_ids` the catalog deleted, as the price entries say."""
         entries = await self._sidecar.get_bulk_state([price_key(i) for i in product_ids])
-        return {
-            product_id
-            for product_id in product_ids
-            if (entry := entries.get(price_key(product_id))) is not None
-            and entry.value is not None
-            and ProductPrice.model_validate(entry.value).deleted
-        }
+        deleted = set()
+        for product_id in product_ids:
+            key = price_key(product_id)
+            entry = entries.get(key)
+            price = _parsed(ProductPrice, key, entry.value) if entry is not None else None
+            if price is not None and price.deleted:
+                deleted.add(product_id)
+        return deleted
 
     async def _with_current_prices(self, basket: Basket) -> Basket:
         """Show a newer catalog price than the one a line was added at, with the old one.
@@ -951,9 +977,9 @@ class BasketService:
         entries = await self._sidecar.get_bulk_state(keys)
         for item, key in zip(basket.items, keys, strict=True):
             entry = entries.get(key)
-            if entry is None or entry.value is None:
+            current = _parsed(ProductPrice, key, entry.value) if entry is not None else None
+            if current is None:
                 continue
-            current = ProductPrice.model_validate(entry.value)
             if current.deleted:
                 item.unavailable = True
             elif current.price_version > item.price_version and current.price != item.unit_price:
@@ -1028,6 +1054,24 @@ def _key_reused() -> IdempotencyKeyReused:
         errors=[{"field": "Idempotency-Key", "in": "header",
                  "message": "key reused with another request"}],
     )  # fmt: skip
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("A background write failed; the next read tries again: %s", exc)
+
+
+def _parsed(model: type[M], key: str, value: Any) -> M | None:
+    """The stored `value` as `model`; None when nothing is stored or, logged, when what is
+    stored is not one (written past the service, or by an older shape): stored data is checked
+    on read, and an unreadable entry is treated as absent rather than failing the request."""
+    if value is None:
+        return None
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        log.warning("%s: the stored value is not a %s: %s", key, model.__name__, exc)
+        return None
 
 
 def _record(basket: Basket, request_id: str) -> CheckoutRecord | None:

@@ -55,6 +55,13 @@ class ETagMismatch(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class NotJson:
+    """A stored value that is not JSON; no model validates it, so it reads as unreadable."""
+
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class StateEntry:
     value: Any | None
     etag: str | None
@@ -208,7 +215,10 @@ class DaprSidecar:
                 raise StateStoreUnavailable(
                     f"The state store could not be read ({_dapr_error(resp)})."
                 )
-            return StateEntry(resp.json(), etag)
+            try:
+                return StateEntry(resp.json(), etag)
+            except ValueError:  # written past the service (redis-cli, say): not even JSON
+                return StateEntry(NotJson(resp.body), etag)
 
     async def save_state(
         self,
