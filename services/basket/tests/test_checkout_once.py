@@ -449,17 +449,21 @@ def test_a_sweep_passes_over_unreadable_entries_and_still_sends_the_rest(basket_
                json={"productId": item["id"], "quantity": 2})  # fmt: skip
     request_id = crash_after_the_checkout_save(basket_stack, me)
     long_ago = time.time() - 60
+    entries = {broken: "hello"}
+    for key, buyers in ((pending_key(me), [me, broken]), (pending_key(broken), [broken])):
+        entries[key] = {"buyers": dict.fromkeys(buyers, long_ago)}
+    taken = {pending_key(me), pending_key(broken)}
+    other_shard = next(
+        f"outbox-pending:{n}" for n in range(16) if f"outbox-pending:{n}" not in taken
+    )
+    entries[other_shard] = "garbage"
     with sidecar_state(basket_stack) as state:
-        entries = [{"key": broken, "value": "hello"}]
-        for key, buyers in ((pending_key(me), [me, broken]), (pending_key(broken), [broken])):
-            entries.append({"key": key, "value": {"buyers": dict.fromkeys(buyers, long_ago)}})
-        other_shard = next(
-            f"outbox-pending:{n}"
-            for n in range(16)
-            if f"outbox-pending:{n}" not in {pending_key(me), pending_key(broken)}
-        )
-        entries.append({"key": other_shard, "value": "garbage"})  # fmt: skip
-        assert state.post("", json=entries).status_code == 204
+        for key, value in entries.items():
+            # Over what earlier checkouts saved there (first-write): name the ETag read.
+            etag = state.get(f"/{key}", params={"consistency": "strong"}).headers.get("etag")
+            saved = state.post("", json=[{"key": key, "value": value, "etag": etag,
+                                          "options": {"concurrency": "first-write"}}])  # fmt: skip
+            assert saved.status_code == 204, saved.text
 
     async def sweep() -> None:
         async with DaprSidecar(

@@ -104,11 +104,20 @@ def stock_of(stack: Stack, item_id: int) -> int:
 
 def published_events(stack: Stack, topic: str) -> list[dict[str, Any]]:
     """Every CloudEvent published on `topic`, oldest first, read straight from the Redis stream
-    the pubsub component keeps per topic."""
+    the pubsub component keeps per topic. A message that is not a JSON object (a raw payload
+    published past the CloudEvents envelope) is left out."""
     assert stack.redis_url is not None
     store = redis.Redis.from_url(stack.redis_url, decode_responses=True)
     entries: list[tuple[str, dict[str, str]]] = store.xrange(topic)  # type: ignore[assignment]
-    return [json.loads(fields["data"]) for _, fields in entries]
+    events = []
+    for _, fields in entries:
+        try:
+            event = json.loads(fields["data"])
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+    return events
 
 
 def checkout_events(stack: Stack, request_id: str) -> list[dict[str, Any]]:

@@ -579,7 +579,7 @@ class BasketService:
         await asyncio.sleep(delay)
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(ServiceUnavailable),
-            wait=wait_exponential_jitter(initial=0.5, max=OUTBOX_RETRY_MAX_SECONDS),
+            wait=wait_exponential_jitter(multiplier=0.5, max=OUTBOX_RETRY_MAX_SECONDS),
             reraise=True,
         )
         try:
