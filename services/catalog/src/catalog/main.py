@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any, TypedDict
 
 from fastapi import FastAPI, Request
+from prometheus_client import REGISTRY
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
@@ -15,9 +16,11 @@ from starlette.concurrency import run_in_threadpool
 from catalog import repository
 from catalog.api import events_router, router
 from catalog.config import Settings
+from catalog.metrics import OutboxCollector
 from catalog.outbox import OutboxRelay
 from catalog.pictures import PictureStore
 from catalog.publisher import Publisher
+from eshop_common import telemetry
 from eshop_common.app import create_app, extend_openapi, freeze_startup_objects
 
 APP_ID = "catalog-api"
@@ -39,6 +42,7 @@ def create_catalog_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[State]:
         engine = repository.make_engine(settings)
+        telemetry.instrument_engine(engine)
         factory = repository.make_sessionmaker(engine)
         publisher = Publisher(settings)
         relay = OutboxRelay(
@@ -49,6 +53,8 @@ def create_catalog_app(settings: Settings | None = None) -> FastAPI:
         )
         if settings.outbox_relay_enabled:
             relay.start()
+        backlog = OutboxCollector(factory)
+        REGISTRY.register(backlog)
         freeze_startup_objects()
         try:
             yield {
@@ -59,10 +65,12 @@ def create_catalog_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if settings.outbox_relay_enabled:
                 relay.stop()
+            REGISTRY.unregister(backlog)
             publisher.close()
             engine.dispose()
 
     app = create_app(
+        app_id=APP_ID,
         title="eShop catalog",
         description="Products, brands and types: relational data in PostgreSQL via SQLAlchemy 2.",
         settings=settings,
