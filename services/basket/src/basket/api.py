@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Depends, Header, Path, Request, Response, s
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from basket import metrics
 from basket.schemas import (
     Basket,
     BasketItemAdd,
@@ -337,6 +338,7 @@ async def on_stock_reserved(baskets: Baskets, payload: Annotated[Any, Body()]) -
         await baskets.record_reserved(parsed[1])
     except ServiceUnavailable:
         return RETRY
+    metrics.CHECKOUT_RESULTS.labels("reserved").inc()
     return SUCCESS
 
 
@@ -352,6 +354,7 @@ async def on_stock_reservation_rejected(
         await baskets.record_rejected(parsed[1])
     except ServiceUnavailable:
         return RETRY
+    metrics.CHECKOUT_RESULTS.labels("rejected").inc()
     return SUCCESS
 
 
