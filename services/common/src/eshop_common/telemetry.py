@@ -29,7 +29,12 @@ from typing import Any
 
 from fastapi import FastAPI
 from opentelemetry import trace
-from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -140,6 +145,8 @@ class TraceIdLogFilter(logging.Filter):
 
 
 # ---- metrics ------------------------------------------------------------------------------
+# No `*_created` gauge beside every counter and histogram: Prometheus does not need them.
+disable_created_metrics()
 
 REQUEST_DURATION = Histogram(
     "http_server_request_duration_seconds",
