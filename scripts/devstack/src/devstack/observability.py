@@ -122,13 +122,24 @@ class JaegerServer:
             self.process.wait(timeout=30)
 
 
+def pinned(name: str) -> str:
+    """A pin from scripts/versions.env."""
+    text = (REPO_ROOT / "scripts" / "versions.env").read_text()
+    for line in text.splitlines():
+        if line.startswith(f"{name}="):
+            return line.split("=", 1)[1].strip().strip('"')
+    raise KeyError(name)
+
+
 def ui_assets_dir() -> Path | None:
-    """A built jaeger-ui (its index.html and static/) for the query server to serve, when one is
-    there: $JAEGER_UI_ASSETS, else ~/.cache/eshop-dapr/jaeger-ui. The Go module has no built UI;
-    without one, the query API works and / shows Jaeger's placeholder page."""
-    candidates = [os.environ.get("JAEGER_UI_ASSETS", "")]
+    """A built jaeger-ui (its index.html and static/) for the query server to serve:
+    $JAEGER_UI_ASSETS, else what scripts/install-jaeger-ui built into the cache. The Go module
+    has no built UI; without one, the query API works and / shows Jaeger's placeholder page."""
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "eshop-dapr"
-    candidates.append(str(cache / "jaeger-ui"))
+    candidates = [
+        os.environ.get("JAEGER_UI_ASSETS", ""),
+        str(cache / f"jaeger-ui-{pinned('JAEGER_UI_VERSION')}"),
+    ]
     for candidate in candidates:
         if candidate and (Path(candidate) / "index.html").is_file():
             return Path(candidate)
