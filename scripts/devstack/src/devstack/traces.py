@@ -152,3 +152,39 @@ class Jaeger:
             time.sleep(0.5)
         outline = trace.outline() if trace else "(no span arrived)"
         raise AssertionError(f"trace {trace_id} incomplete after {timeout:.0f}s:\n{outline}")
+
+
+def _client_around(trace: Trace, span: Span) -> Span | None:
+    """The app's client span that `span` (a sidecar's) answers: its parent, an app span."""
+    parent = next(trace.ancestors(span), None)
+    return parent if parent is not None and not parent.from_sidecar else None
+
+
+def hop_costs(trace: Trace) -> dict[str, float]:
+    """What the sidecars add to one storefront add, in ms, as its spans show it:
+
+    - `storefront -> basket`: the storefront's call (its HTTP client span) less the basket
+      route's own span: two sidecars, the gRPC between them and loopback HTTP at both ends;
+    - `basket -> catalog`: the same for the basket's product lookup;
+    - `basket -> state store`: the basket's state calls less the sidecar's spans for them, which
+      include Redis: the app-to-sidecar HTTP hop alone."""
+    costs: dict[str, float] = {}
+    pairs = {
+        "storefront -> basket": ("basket-api", "POST /api/basket/items"),
+        "basket -> catalog": ("catalog-api", "GET /api/catalog/items/by-ids"),
+    }
+    for name, (service, operation) in pairs.items():
+        route = trace.find(service, operation, where=lambda s: s.kind == "server")
+        if not route:
+            continue
+        client = next((s for s in trace.ancestors(route[0]) if not s.from_sidecar), None)
+        if client is not None:
+            costs[name] = (client.duration_us - route[0].duration_us) / 1000
+    state = [
+        (client.duration_us - span.duration_us) / 1000
+        for span in trace.find("basket-api", "/v1.0/state/", where=lambda s: s.from_sidecar)
+        if (client := _client_around(trace, span)) is not None
+    ]
+    if state:
+        costs["basket -> state store"] = sum(state) / len(state)
+    return costs
