@@ -21,7 +21,6 @@ from devstack.traces import Jaeger, Trace
 from .conftest import VIEWPORT, Storefront
 from .test_storefront import fill_shipping
 
-
 VIEWPORT_WIDTH = VIEWPORT["width"]
 
 

@@ -19,10 +19,8 @@ from eshop_common.auth import mint_token
 
 DOCS = [*sorted((REPO_ROOT / "docs").glob("*.md")), REPO_ROOT / "README.md"]
 DOCS_WITH_COMMANDS = [doc for doc in DOCS if commands(doc)]
-FIXED_PG_PORT, FIXED_REDIS_PORT = (
-    load_store_ports(RUN_FILE).postgres,
-    load_store_ports(RUN_FILE).redis,
-)
+FIXED_PORTS = load_store_ports(RUN_FILE)
+FIXED_PG_PORT, FIXED_REDIS_PORT = FIXED_PORTS.postgres, FIXED_PORTS.redis
 LOCAL_DATABASE = f"postgresql://postgres@localhost:{FIXED_PG_PORT}/postgres"
 MARK = "@@docs-command-{}@@"
 

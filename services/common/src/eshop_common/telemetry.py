@@ -40,8 +40,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-log = logging.getLogger(__name__)
-
 # Paths that are polled (probes, scrapes): no spans for them.
 UNTRACED_PATHS = "/healthz,/readyz,/metrics"
 
@@ -146,7 +144,7 @@ class TraceIdLogFilter(logging.Filter):
 
 # ---- metrics ------------------------------------------------------------------------------
 # No `*_created` gauge beside every counter and histogram: Prometheus does not need them.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 REQUEST_DURATION = Histogram(
     "http_server_request_duration_seconds",
