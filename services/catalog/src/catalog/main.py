@@ -8,7 +8,6 @@ from datetime import timedelta
 from typing import Any, TypedDict
 
 from fastapi import FastAPI, Request
-from prometheus_client import REGISTRY
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
@@ -16,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from catalog import repository
 from catalog.api import events_router, router
 from catalog.config import Settings
-from catalog.metrics import OutboxCollector
+from catalog.metrics import OUTBOX
 from catalog.outbox import OutboxRelay
 from catalog.pictures import PictureStore
 from catalog.publisher import Publisher
@@ -53,8 +52,7 @@ def create_catalog_app(settings: Settings | None = None) -> FastAPI:
         )
         if settings.outbox_relay_enabled:
             relay.start()
-        backlog = OutboxCollector(factory)
-        REGISTRY.register(backlog)
+        OUTBOX.watch(factory)
         freeze_startup_objects()
         try:
             yield {
@@ -65,7 +63,7 @@ def create_catalog_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if settings.outbox_relay_enabled:
                 relay.stop()
-            REGISTRY.unregister(backlog)
+            OUTBOX.forget(factory)
             publisher.close()
             engine.dispose()
 
