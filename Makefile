@@ -5,12 +5,12 @@ SHELL := /bin/bash
 # pip installs uv here when it is missing and Python's own bin directory is not writable.
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: help prerequisites sync daprd run test lint format compose-check compose-test docs token admin-token
+.PHONY: help prerequisites sync daprd jaeger run test lint format compose-check compose-test docs token admin-token
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
-prerequisites: ## install what is missing: PostgreSQL, Redis, docker-compose, Chromium (Debian), uv (PyPI)
+prerequisites: ## install what is missing: PostgreSQL, Redis, Prometheus, docker-compose, Chromium (Debian), uv (PyPI)
 	@scripts/install-prerequisites
 
 sync: prerequisites ## install the Python dependencies from uv.lock
@@ -19,13 +19,16 @@ sync: prerequisites ## install the Python dependencies from uv.lock
 daprd: ## build or reuse the pinned daprd (first build takes minutes)
 	@scripts/install-daprd >/dev/null
 
-run: sync daprd ## run the whole stack locally from dapr.yaml until Ctrl-C
+jaeger: ## build or reuse the pinned Jaeger, the trace backend (first build takes minutes)
+	@scripts/install-jaeger >/dev/null
+
+run: sync daprd jaeger ## run the whole stack locally from dapr.yaml until Ctrl-C
 	uv run --no-sync devstack up
 
-test: sync daprd ## run every test against real PostgreSQL, Redis and daprd
+test: sync daprd jaeger ## run every test against real PostgreSQL, Redis, daprd, Jaeger, Prometheus
 	uv run --no-sync pytest
 
-compose-test: sync daprd ## the compose demo for real: build, up --wait, e2e + browser tests, down -v
+compose-test: sync daprd jaeger ## the compose demo for real: build, up --wait, e2e + browser tests, down -v
 	scripts/compose-test
 
 lint: ## ruff lint + format check, mypy

@@ -12,6 +12,10 @@ the sidecar GET again through the HTTP clients the service does not use (httpx o
 transport and on aiohttp's), for comparison with its aiohttp, and, with `--baseline REV...`,
 `GET /api/basket` with the basket's code (and the shared eshop_common) of older commits.
 
+Tracing is on as in `make run` (the apps' spans and the sidecars', exported to a private Jaeger);
+`basket GET, tracing off` is a second basket process on a sidecar of its own with both off
+(OTEL_SDK_DISABLED=true, sampling rate 0), measured in the same run: what tracing costs a read.
+
 Then contention: 20 clients each add 50 times, one add after the other, to one basket, through
 one basket process and through two (replicas sharing the store); how many adds per second, none
 refused, none lost.
@@ -57,6 +61,7 @@ import redis.asyncio as aioredis
 import uvloop
 from httpx_aiohttp import AiohttpTransport
 
+from devstack.observability import install_jaeger
 from devstack.postgres import PostgresServer
 from devstack.procs import free_port
 from devstack.redis import RedisServer
@@ -66,6 +71,8 @@ from eshop_common.auth import mint_token
 GET_BUYERS = 16  # read over and over; each basket holds the same three lines
 POST_BUYERS = 1024  # written round-robin, so no two requests in flight share a basket
 POST_PRODUCTS = 8  # the product added cycles too, so no line nears the quantity limit
+# The basket instance (dapr.yaml's second replica, its own sidecar) that runs with tracing off.
+UNTRACED = "basket-api-2"
 # What a baseline takes from an older commit; everything else (libraries, daprd) stays current.
 BASELINE_CODE = {"services/basket/src": "basket", "services/common/src": "eshop_common"}
 CONTENTION_CLIENTS, CONTENTION_ADDS = 20, 50
@@ -202,6 +209,7 @@ def cpu_meter(stack: Stack, redis_server: RedisServer, postgres: PostgresServer)
 
     assert redis_server.process is not None
     redis_pid, me = redis_server.process.pid, os.getpid()
+    jaeger = stack.jaeger.process.pid if stack.jaeger and stack.jaeger.process else -1
     postmaster = int((postgres.data_dir / "postmaster.pid").read_text().split()[0])
     catalog = group("catalog-api", "catalog-api-dapr")
     baskets = [name for name in stack.procs if name.startswith("basket-api") and "dapr" not in name]
@@ -209,8 +217,9 @@ def cpu_meter(stack: Stack, redis_server: RedisServer, postgres: PostgresServer)
         {
             "load client": lambda pid, ppid, pgrp: pid == me,
             "basket": group(*baskets),
-            "daprd (basket)": group("basket-api-dapr"),
+            "daprd (basket)": group("basket-api-dapr", f"{UNTRACED}-dapr"),
             "redis": lambda pid, ppid, pgrp: pid == redis_pid,
+            "jaeger": lambda pid, ppid, pgrp: pid == jaeger,
             "catalog + daprd + pg": lambda pid, ppid, pgrp: (
                 catalog(pid, ppid, pgrp) or postmaster in (pid, ppid)
             ),
@@ -227,7 +236,7 @@ class Bench:
     get_buyers: list[str]
     post_buyers: list[str]
     tokens: dict[str, dict[str, str]]
-    other_baskets: dict[str, str]  # hop name -> URL of a basket process on the same sidecar
+    other_baskets: dict[str, str]  # hop name -> URL of another basket process
     replica: str  # a second basket process on the same sidecar, for the contention run
 
 
@@ -244,6 +253,16 @@ def export_code(rev: str, target: Path) -> str:
     return os.pathsep.join(str(target / src) for src in BASELINE_CODE)
 
 
+def untraced_basket(stack: Stack) -> str:
+    """The second basket instance again, app and sidecar with tracing off; its URL."""
+    stack.stop_process(UNTRACED)
+    stack.stop_process(f"{UNTRACED}-dapr")
+    stack.start_sidecar(UNTRACED, {"DAPR_TRACING_SAMPLING_RATE": "0"})
+    stack.start_app(UNTRACED, {"OTEL_SDK_DISABLED": "true"})
+    stack.wait_ready(UNTRACED)
+    return stack.url(UNTRACED)
+
+
 def prepare(stack: Stack, redis_server: RedisServer, baselines: dict[str, str]) -> Bench:
     other_baskets = {
         f"basket GET at {rev}": stack.start_extra_app(
@@ -251,6 +270,7 @@ def prepare(stack: Stack, redis_server: RedisServer, baselines: dict[str, str]) 
         )
         for rev, pythonpath in baselines.items()
     }
+    other_baskets["basket GET, tracing off"] = untraced_basket(stack)
     replica = stack.start_extra_app("basket-api-replica", "basket-api", free_port(), {})
     catalog = httpx.get(
         f"{stack.url('catalog-api')}/api/catalog/items", params={"pageSize": POST_PRODUCTS}
@@ -575,6 +595,7 @@ def report(
         hop("basket GET", "redis HGET"),
         *(hop(name, "sidecar GET") for name in hops if name.startswith("sidecar GET, ")),
         *(hop("basket GET", name) for name in hops if name.startswith("basket GET at ")),
+        hop("basket GET", "basket GET, tracing off"),
     ]
     parts.append(
         "\n".join(
@@ -764,6 +785,8 @@ def main(argv: list[str] | None = None) -> int:
         stack = Stack(
             state_dir=base / "stack",
             daprd=install_daprd(),
+            jaeger_binary=install_jaeger(),
+            replicas={"basket-api": 2},
             free_ports=True,
             durable=False,
             database_url=postgres.create_database("bench"),

@@ -308,10 +308,48 @@ def test_every_app_in_dapr_yaml_has_an_app_service_and_a_sidecar_service() -> No
 
 @pytest.mark.parametrize("app_id", list(APPS))
 def test_each_sidecar_runs_daprd_with_exactly_the_local_stacks_flags(app_id: str) -> None:
+    """All but the metrics listener, which is on the pod's network for Prometheus."""
     spec = APPS[app_id]
     config = COMPONENTS_IN_CONTAINER / spec.config_file.relative_to(spec.resources_path)
-    expected = replace(spec, config_file=config).daprd_args(COMPONENTS_IN_CONTAINER)
+    in_pod = replace(spec, config_file=config, metrics_listen_address="0.0.0.0")
+    expected = in_pod.daprd_args(COMPONENTS_IN_CONTAINER)
     assert services()[f"{app_id}-dapr"]["command"] == ["./daprd", *expected]
+
+
+def test_prometheus_scrapes_each_app_and_sidecar_on_its_dapr_yaml_port() -> None:
+    config = yaml.safe_load((REPO / "deploy" / "observability" / "prometheus.yml").read_text())
+    jobs = {
+        job["job_name"]: {
+            target: group["labels"]["app_id"]
+            for group in job["static_configs"]
+            for target in group["targets"]
+        }
+        for job in config["scrape_configs"]
+    }
+    assert jobs["eshop-app"] == {f"{a}-pod:{spec.app_port}": a for a, spec in APPS.items()}
+    assert jobs["daprd"] == {f"{a}-pod:{spec.metrics_port}": a for a, spec in APPS.items()}
+    mounted = "./deploy/observability/prometheus.yml:/etc/prometheus/prometheus.yml:ro"
+    assert mounted in services()["prometheus"]["volumes"]
+
+
+def test_apps_and_sidecars_send_traces_to_the_jaeger_service_named_after_their_app_id() -> None:
+    jaeger = yaml.safe_load((REPO / "deploy" / "observability" / "jaeger.yaml").read_text())
+    otlp_port = jaeger["receivers"]["otlp"]["protocols"]["http"]["endpoint"].rsplit(":", 1)[1]
+    for app_id in APPS:
+        app, sidecar = environment(app_id), environment(f"{app_id}-dapr")
+        assert app["OTEL_EXPORTER_OTLP_ENDPOINT"] == f"http://jaeger:{otlp_port}"
+        assert app["OTEL_SERVICE_NAME"] == app_id
+        assert app["OTEL_SDK_DISABLED"] == "false"
+        assert sidecar["DAPR_OTLP_ENDPOINT"] == f"jaeger:{otlp_port}"
+        assert sidecar["DAPR_TRACING_SAMPLING_RATE"] == "1"
+
+
+def test_the_jaeger_image_tag_is_the_version_pinned_in_versions_env() -> None:
+    pinned = re.search(
+        r"^JAEGER_VERSION=(\S+)$", (REPO / "scripts" / "versions.env").read_text(), re.M
+    )
+    assert pinned is not None
+    assert services()["jaeger"]["image"] == f"jaegertracing/jaeger:{pinned[1]}"
 
 
 @pytest.mark.parametrize("app_id", list(APPS))
@@ -488,13 +526,17 @@ def test_the_sidecar_with_a_state_store_waits_for_redis() -> None:
 
 
 # -- exposure and durability --------------------------------------------------------------------
-def test_only_the_two_apis_are_published_outside_the_debug_profile() -> None:
+def test_only_the_apps_are_published_outside_the_debug_profile_and_the_backends_on_loopback() -> (
+    None
+):
     published = {
         name: ports
         for name in services()
         if not in_debug_profile(name) and (ports := published_ports(name))
     }
     expected = {f"{app_id}-pod": [f"{s.app_port}:{s.app_port}"] for app_id, s in APPS.items()}
+    expected["jaeger"] = ["127.0.0.1:16686:16686"]
+    expected["prometheus"] = ["127.0.0.1:9090:9090"]
     assert published == expected
 
 

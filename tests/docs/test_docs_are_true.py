@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import uuid
-from dataclasses import astuple
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,8 @@ from eshop_common.auth import mint_token
 
 DOCS = [*sorted((REPO_ROOT / "docs").glob("*.md")), REPO_ROOT / "README.md"]
 DOCS_WITH_COMMANDS = [doc for doc in DOCS if commands(doc)]
-FIXED_PG_PORT, FIXED_REDIS_PORT = astuple(load_store_ports(RUN_FILE))
+FIXED_PORTS = load_store_ports(RUN_FILE)
+FIXED_PG_PORT, FIXED_REDIS_PORT = FIXED_PORTS.postgres, FIXED_PORTS.redis
 LOCAL_DATABASE = f"postgresql://postgres@localhost:{FIXED_PG_PORT}/postgres"
 MARK = "@@docs-command-{}@@"
 
@@ -134,8 +134,9 @@ def test_the_docs_name_only_app_ids_components_and_ports_that_exist():
         if doc["kind"] == "Component"
     }
     ports = {FIXED_PG_PORT, FIXED_REDIS_PORT}
+    ports |= {FIXED_PORTS.otlp, FIXED_PORTS.jaeger_ui, FIXED_PORTS.prometheus}
     for spec in apps.values():
-        ports |= {spec.app_port, spec.dapr_http_port, spec.dapr_grpc_port}
+        ports |= {spec.app_port, spec.dapr_http_port, spec.dapr_grpc_port, spec.metrics_port}
     for doc in DOCS:
         text = doc.read_text()
         for port in re.findall(r"(?:localhost|127\.0\.0\.1):(\d+)", text):

@@ -26,6 +26,9 @@ class Target:
     restart_basket: Callable[[], None]
     jwt_secret: str
     web_url: str | None = None
+    # The trace backend's query API and Prometheus (docs/11-observability.md).
+    jaeger_url: str | None = None
+    prometheus_url: str | None = None
 
     def client(self, user: str, *, admin: bool = False, service: str = "basket") -> httpx.Client:
         token = mint_token(self.jwt_secret, user, admin=admin)
@@ -68,7 +71,10 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
     secret = os.environ.get("JWT_SECRET", DEMO_JWT_SECRET)
     if basket_url and catalog_url:
         web_url = os.environ.get("E2E_WEB_URL")
-        yield Target(catalog_url, basket_url, _compose_restarter(basket_url), secret, web_url)
+        yield Target(
+            catalog_url, basket_url, _compose_restarter(basket_url), secret, web_url,
+            os.environ.get("E2E_JAEGER_URL"), os.environ.get("E2E_PROMETHEUS_URL"),
+        )  # fmt: skip
         return
     stack = request.getfixturevalue("stack")
 
@@ -78,5 +84,7 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
         stack.start_app_with_sidecar("basket-api")
 
     yield Target(
-        stack.url("catalog-api"), stack.url("basket-api"), restart, secret, stack.url("webshop")
-    )
+        stack.url("catalog-api"), stack.url("basket-api"), restart, secret, stack.url("webshop"),
+        stack.jaeger.url if stack.jaeger else None,
+        stack.prometheus_server.url if stack.prometheus_server else None,
+    )  # fmt: skip

@@ -54,6 +54,7 @@ def add_failing_routes(app: FastAPI) -> FastAPI:
 
 def make_app() -> FastAPI:
     app = create_app(
+        app_id="failing",
         title="failing",
         description="Routes that fail unexpectedly.",
         settings=ServiceSettings(),

@@ -217,7 +217,7 @@ def behind_a_sidecar(daprd: Path, app: str, workdir: Path) -> Iterator[str]:
     spec = AppSpec(
         app_id=app_id, app_dir=HERE,
         app_port=free_port(), dapr_http_port=free_port(), dapr_grpc_port=free_port(),
-        dapr_internal_grpc_port=free_port(),
+        dapr_internal_grpc_port=free_port(), metrics_port=free_port(),
         command=["uv", "run", "--no-sync", "serve", f"failing_app:{app}"],
         resources_path=resources, config_file=REPO_ROOT / "components" / "config" / "local.yaml",
         log_level="info", app_protocol="http", env={},
@@ -228,6 +228,9 @@ def behind_a_sidecar(daprd: Path, app: str, workdir: Path) -> Iterator[str]:
         **env,
         "NAME_RESOLUTION_DB": str(workdir / "nameresolution.db"),
         "DAPR_HOST_IP": "127.0.0.1",
+        # Tracing off: the sidecar hands the caller's traceparent on as it came.
+        "DAPR_TRACING_SAMPLING_RATE": "0",
+        "DAPR_OTLP_ENDPOINT": "",
     }
     invoke = f"http://127.0.0.1:{spec.dapr_http_port}/v1.0/invoke/{app_id}/method"
 

@@ -23,11 +23,14 @@ STOREFRONT = "webshop"
 
 
 def up(args: argparse.Namespace) -> int:
+    from devstack.observability import install_jaeger
     from eshop_common.auth import mint_token
 
     stack = Stack(
         state_dir=Path(args.state_dir).resolve(),
         daprd=install_daprd(),
+        jaeger_binary=install_jaeger(),
+        prometheus=True,
         state_store=args.state_store,
         free_ports=args.free_ports,
         stream_logs=True,
@@ -44,6 +47,10 @@ def up(args: argparse.Namespace) -> int:
         for name in stack.instances:
             if name != STOREFRONT:
                 print(f"  {name:<12} {stack.url(name)}/docs   sidecar {stack.dapr_url(name)}")
+        if stack.jaeger:
+            print(f"\n  traces (Jaeger)   {stack.jaeger.url}/search")
+        if stack.prometheus_server:
+            print(f"  metrics (Prometheus) {stack.prometheus_server.url}/targets")
         print(f"\nA token for alice:\n  export TOKEN={mint_token(DEMO_JWT_SECRET, 'alice')}")
         print(f'  curl -H "Authorization: Bearer $TOKEN" {stack.url("basket-api")}/api/basket')
         print("\nThe sidecars require their API token; alice's basket, straight from the store:")

@@ -20,6 +20,7 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
+from devstack.observability import install_jaeger
 from devstack.postgres import PostgresServer
 from devstack.procs import free_port
 from devstack.redis import RedisServer
@@ -95,14 +96,21 @@ def daprd_path() -> Path:
     return install_daprd()
 
 
+@pytest.fixture(scope="session")
+def jaeger_path() -> Path:
+    """The pinned Jaeger, built once by scripts/install-jaeger and reused from its cache."""
+    return install_jaeger()
+
+
 class StackFactory:
     """One running stack per state store, started on first use and kept until the session ends,
     so a fixture that holds one stays valid whichever store another test asks for."""
 
-    def __init__(self, postgres: DatabaseServer, redis_url: str, daprd: Path) -> None:
+    def __init__(self, postgres: DatabaseServer, redis_url: str, daprd: Path, jaeger: Path) -> None:
         self._postgres = postgres
         self._redis_url = redis_url
         self._daprd = daprd
+        self._jaeger = jaeger
         self._stacks: dict[str, Stack] = {}
 
     def get(self, state_store: str = "redis") -> Stack:
@@ -112,6 +120,9 @@ class StackFactory:
         stack = Stack(
             state_dir=state_dir,
             daprd=self._daprd,
+            # Traces and metrics for the Redis stack, which the observability tests read.
+            jaeger_binary=self._jaeger if state_store == "redis" else None,
+            prometheus=state_store == "redis",
             free_ports=True,
             durable=False,
             state_store=state_store,
@@ -138,9 +149,9 @@ class StackFactory:
 
 @pytest.fixture(scope="session")
 def stack_factory(
-    postgres_server: DatabaseServer, redis_url: str, daprd_path: Path
+    postgres_server: DatabaseServer, redis_url: str, daprd_path: Path, jaeger_path: Path
 ) -> Iterator[StackFactory]:
-    factory = StackFactory(postgres_server, redis_url, daprd_path)
+    factory = StackFactory(postgres_server, redis_url, daprd_path, jaeger_path)
     try:
         yield factory
     finally:

@@ -17,17 +17,24 @@ class AppSpec:
     dapr_http_port: int
     dapr_grpc_port: int
     dapr_internal_grpc_port: int
+    metrics_port: int
     command: list[str]
     resources_path: Path
     config_file: Path
     log_level: str
     app_protocol: str
     env: dict[str, str]
+    # Loopback locally; the compose file's sidecars listen on their pod's network, where
+    # Prometheus reaches them.
+    metrics_listen_address: str = "127.0.0.1"
 
-    def with_ports(self, app: int, http: int, grpc: int, internal: int) -> AppSpec:
+    def with_ports(
+        self, app: int, http: int, grpc: int, internal: int, metrics: int | None = None
+    ) -> AppSpec:
         return replace(
             self, app_port=app, dapr_http_port=http, dapr_grpc_port=grpc,
             dapr_internal_grpc_port=internal,
+            metrics_port=self.metrics_port if metrics is None else metrics,
         )  # fmt: skip
 
     def daprd_args(self, resources_path: Path | None = None) -> list[str]:
@@ -43,7 +50,9 @@ class AppSpec:
             "--resources-path", str(resources_path or self.resources_path),
             "--config", str(self.config_file),
             "--log-level", self.log_level,
-            "--enable-metrics=false",
+            "--enable-metrics",
+            "--metrics-port", str(self.metrics_port),
+            "--metrics-listen-address", self.metrics_listen_address,
         ]  # fmt: skip
 
 
@@ -53,6 +62,11 @@ class StorePorts:
 
     postgres: int
     redis: int
+    # The trace backend (OTLP/HTTP in; query API and UI) and Prometheus.
+    otlp: int = 4318
+    jaeger_ui: int = 16686
+    jaeger_grpc: int = 16685
+    prometheus: int = 9090
 
 
 def load_store_ports(path: Path) -> StorePorts:
@@ -60,7 +74,14 @@ def load_store_ports(path: Path) -> StorePorts:
     there so that every port of the local stack is set in one file."""
     doc: dict[str, Any] = yaml.safe_load(path.read_text())
     ports = doc.get("x-devstack", {})
-    return StorePorts(int(ports.get("postgresPort", 5433)), int(ports.get("redisPort", 6380)))
+    return StorePorts(
+        int(ports.get("postgresPort", 5433)),
+        int(ports.get("redisPort", 6380)),
+        int(ports.get("otlpPort", 4318)),
+        int(ports.get("jaegerUiPort", 16686)),
+        int(ports.get("jaegerGrpcPort", 16685)),
+        int(ports.get("prometheusPort", 9090)),
+    )
 
 
 def load_run_file(path: Path) -> dict[str, AppSpec]:
@@ -77,6 +98,7 @@ def load_run_file(path: Path) -> dict[str, AppSpec]:
             dapr_http_port=int(merged["daprHTTPPort"]),
             dapr_grpc_port=int(merged["daprGRPCPort"]),
             dapr_internal_grpc_port=int(merged["daprInternalGRPCPort"]),
+            metrics_port=int(merged["metricsPort"]),
             command=list(merged["command"]),
             resources_path=(base / merged["resourcesPath"]).resolve(),
             config_file=(base / merged["configFilePath"]).resolve(),

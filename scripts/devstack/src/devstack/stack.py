@@ -14,6 +14,12 @@ from typing import IO
 
 import httpx
 
+from devstack.observability import (
+    JaegerServer,
+    PrometheusServer,
+    ScrapeTarget,
+    prometheus_binary,
+)
 from devstack.postgres import PostgresServer
 from devstack.procs import die_with_parent, free_port, wait_until
 from devstack.redis import RedisServer
@@ -80,10 +86,18 @@ class Stack:
     redis_url: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     replicas: dict[str, int] = field(default_factory=dict)
+    # Jaeger (built by scripts/install-jaeger) and Prometheus (Debian's package), started with
+    # the stores; None: no trace backend (the apps record nothing, the sidecars export nothing).
+    jaeger_binary: Path | None = None
+    prometheus: bool = False
+    # The sidecars' sampling rate for traces no caller sampled (components/config/local.yaml).
+    sampling_rate: str = "1"
     apps: dict[str, AppSpec] = field(init=False)
     instances: dict[str, AppSpec] = field(init=False)
     postgres: PostgresServer | None = field(default=None, init=False)
     redis: RedisServer | None = field(default=None, init=False)
+    jaeger: JaegerServer | None = field(default=None, init=False)
+    prometheus_server: PrometheusServer | None = field(default=None, init=False)
     procs: dict[str, Proc] = field(default_factory=dict, init=False)
     _resources: Path | None = field(default=None, init=False)
 
@@ -96,7 +110,7 @@ class Stack:
             raise ValueError(f"replicas of apps dapr.yaml does not define: {sorted(unknown)}")
         if self.free_ports:
             self.apps = {
-                app_id: spec.with_ports(free_port(), free_port(), free_port(), free_port())
+                app_id: spec.with_ports(*(free_port() for _ in range(5)))
                 for app_id, spec in self.apps.items()
             }
         self.instances = {}
@@ -104,7 +118,7 @@ class Stack:
             self.instances[app_id] = spec
             for n in range(2, self.replicas.get(app_id, 1) + 1):
                 ports = (
-                    [free_port() for _ in range(4)]
+                    [free_port() for _ in range(5)]
                     if self.free_ports
                     else [
                         port + (n - 1) * REPLICA_PORT_STEP
@@ -113,6 +127,7 @@ class Stack:
                             spec.dapr_http_port,
                             spec.dapr_grpc_port,
                             spec.dapr_internal_grpc_port,
+                            spec.metrics_port,
                         )
                     ]
                 )
@@ -135,6 +150,39 @@ class Stack:
             )
             self.redis.start()
             self.redis_url = self.redis.url
+        ports = load_store_ports(RUN_FILE)
+        if self.jaeger_binary is not None and self.jaeger is None:
+            self.jaeger = JaegerServer(
+                self.jaeger_binary,
+                self.state_dir / "jaeger",
+                *(
+                    (free_port(), free_port(), free_port())
+                    if self.free_ports
+                    else (ports.otlp, ports.jaeger_ui, ports.jaeger_grpc)
+                ),
+            )
+            self.jaeger.start()
+        binary = prometheus_binary()
+        if self.prometheus and binary is not None and self.prometheus_server is None:
+            self.prometheus_server = PrometheusServer(
+                binary,
+                self.state_dir / "prometheus",
+                free_port() if self.free_ports else ports.prometheus,
+                self.scrape_targets(),
+            )
+            self.prometheus_server.start()
+
+    def scrape_targets(self) -> list[ScrapeTarget]:
+        """Every instance's /metrics and its sidecar's metrics port."""
+        targets = []
+        for name, spec in self.instances.items():
+            targets.append(
+                ScrapeTarget("eshop-app", spec.app_id, name, f"127.0.0.1:{spec.app_port}")
+            )
+            targets.append(
+                ScrapeTarget("daprd", spec.app_id, f"{name}-dapr", f"127.0.0.1:{spec.metrics_port}")
+            )
+        return targets
 
     def init_catalog_database(self) -> None:
         subprocess.run(
@@ -152,10 +200,28 @@ class Stack:
             **self.env,
         }
 
+    def _telemetry_env(self, spec: AppSpec) -> dict[str, str]:
+        """The standard OpenTelemetry variables (eshop_common.telemetry reads them)."""
+        if self.jaeger is None:
+            return {
+                "OTEL_SDK_DISABLED": "false",
+                "OTEL_SERVICE_NAME": spec.app_id,
+                "OTEL_TRACES_EXPORTER": "none",
+            }
+        return {
+            "OTEL_SDK_DISABLED": "false",
+            "OTEL_SERVICE_NAME": spec.app_id,
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": self.jaeger.otlp_endpoint,
+            # Spans reach Jaeger within a second or so instead of the default five.
+            "OTEL_BSP_SCHEDULE_DELAY": "1000",
+        }
+
     def _app_env(self, spec: AppSpec, extra: dict[str, str] | None = None) -> dict[str, str]:
         assert self.database_url is not None
         return {
             **os.environ,
+            **self._telemetry_env(spec),
             **self.shared_env,
             **spec.env,
             "APP_PORT": str(spec.app_port),
@@ -179,6 +245,8 @@ class Stack:
             "NAME_RESOLUTION_DB": str(self.state_dir / "nameresolution.db"),
             # Register and call sidecars on loopback: nothing leaves this machine.
             "DAPR_HOST_IP": "127.0.0.1",
+            "DAPR_TRACING_SAMPLING_RATE": self.sampling_rate,
+            "DAPR_OTLP_ENDPOINT": self.jaeger.otlp_host_port if self.jaeger else "",
         }
 
     def resources_path(self) -> Path:
@@ -215,11 +283,14 @@ class Stack:
         self.procs[name] = proc
         return proc
 
-    def start_sidecar(self, name: str, resources: Path | None = None) -> None:
+    def start_sidecar(
+        self, name: str, resources: Path | None = None, extra_env: dict[str, str] | None = None
+    ) -> None:
         """Start `name`'s daprd, with the stack's resources or those in `resources`."""
         spec = self.instances[name]
         args = spec.daprd_args(resources or self.resources_path())
-        self._spawn(f"{name}-dapr", [str(self.daprd), *args], self._daprd_env(), REPO_ROOT)
+        env = {**self._daprd_env(), **(extra_env or {})}
+        self._spawn(f"{name}-dapr", [str(self.daprd), *args], env, REPO_ROOT)
 
     def start_app(self, name: str, extra_env: dict[str, str] | None = None) -> None:
         spec = self.instances[name]
@@ -315,6 +386,10 @@ class Stack:
     def stop(self) -> None:
         for name in reversed(list(self.procs)):
             self.stop_process(name)
+        if self.prometheus_server:
+            self.prometheus_server.stop()
+        if self.jaeger:
+            self.jaeger.stop()
         if self.redis:
             self.redis.stop()
         if self.postgres:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Depends, Header, Path, Request, Response, s
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from basket import metrics
 from basket.schemas import (
     BUYER_ID,
     Basket,
@@ -351,7 +352,10 @@ async def on_stock_reserved(baskets: Baskets, payload: Annotated[Any, Body()]) -
         event_id, event = parse_event(payload, StockReserved)
     except Undeliverable as exc:
         return dropped("stock-reserved", exc)
-    return await _answer("stock-reserved", event_id, baskets.record_reserved(event))
+    ack = await _answer("stock-reserved", event_id, baskets.record_reserved(event))
+    if ack == SUCCESS:
+        metrics.CHECKOUT_RESULTS.labels("reserved").inc()
+    return ack
 
 
 @events_router.post("/stock-reservation-rejected")
@@ -364,7 +368,10 @@ async def on_stock_reservation_rejected(
         event_id, event = parse_event(payload, StockReservationRejected)
     except Undeliverable as exc:
         return dropped("stock-reservation-rejected", exc)
-    return await _answer("stock-reservation-rejected", event_id, baskets.record_rejected(event))
+    ack = await _answer("stock-reservation-rejected", event_id, baskets.record_rejected(event))
+    if ack == SUCCESS:
+        metrics.CHECKOUT_RESULTS.labels("rejected").inc()
+    return ack
 
 
 @events_router.post("/product-deleted")

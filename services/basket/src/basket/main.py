@@ -49,6 +49,7 @@ async def readiness(request: Request) -> None:
 
 
 app = create_app(
+    app_id="basket-api",
     title="eShop basket API",
     description="Each buyer's basket, kept as one key/value entry through the Dapr state API.",
     settings=settings,

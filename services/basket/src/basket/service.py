@@ -21,6 +21,7 @@ from uuid import UUID, uuid5
 from pydantic import BaseModel, ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
+from basket import metrics
 from basket.config import Settings
 from basket.schemas import (
     CHECKOUTS_KEPT,
@@ -46,7 +47,7 @@ from basket.schemas import (
     new_revision,
 )
 from basket.state import DaprSidecar, ETagMismatch
-from eshop_common.conditions import NONE, Preconditions
+from eshop_common.conditions import NONE, ConditionFailed, Preconditions
 from eshop_common.problems import (
     BadRequest,
     Conflict,
@@ -452,6 +453,7 @@ class BasketService:
                 await self._save(changed, entry.etag)
                 return Saved(changed)
             except ETagMismatch:
+                metrics.ETAG_CONFLICTS.inc()
                 refused = changed
                 if time.monotonic() > deadline:
                     raise BasketConflict(
@@ -459,10 +461,27 @@ class BasketService:
                     ) from None
             await asyncio.sleep(_backoff(attempt))
             attempt += 1
+            metrics.WRITE_RETRIES.labels("update").inc()
 
     # -- checkout ------------------------------------------------------------------------
 
     async def checkout(
+        self,
+        buyer_id: str,
+        shipping: Shipping,
+        conditions: Preconditions = NONE,
+        once: RequestKey | None = None,
+    ) -> str:
+        """`_checkout`, counted by outcome (basket_checkouts_total)."""
+        try:
+            request_id = await self._checkout(buyer_id, shipping, conditions, once)
+        except Exception as exc:
+            metrics.CHECKOUTS.labels(_checkout_outcome(exc)).inc()
+            raise
+        metrics.CHECKOUTS.labels("accepted").inc()
+        return request_id
+
+    async def _checkout(
         self,
         buyer_id: str,
         shipping: Shipping,
@@ -537,6 +556,7 @@ class BasketService:
                     await self._save(committed, entry.etag)
                     break
                 except ETagMismatch:
+                    metrics.ETAG_CONFLICTS.inc()
                     if time.monotonic() > deadline:
                         raise BasketConflict(
                             "The basket kept changing while this checkout tried to save it; "
@@ -544,6 +564,7 @@ class BasketService:
                         ) from None
                 await asyncio.sleep(_backoff(attempt))
                 attempt += 1
+                metrics.WRITE_RETRIES.labels("checkout").inc()
         try:
             await self._publish_checkout(committed.outbox[-1].event)
         except ServiceUnavailable:
@@ -1072,6 +1093,20 @@ def _parsed(model: type[M], key: str, value: Any) -> M | None:
     except ValidationError as exc:
         log.warning("%s: the stored value is not a %s: %s", key, model.__name__, exc)
         return None
+
+
+_CHECKOUT_OUTCOMES: tuple[tuple[type[Exception], str], ...] = (
+    (AlreadyCheckedOut, "already_checked_out"),
+    (EmptyBasket, "empty"),
+    (BasketConflict, "conflict"),
+    (ProductUnavailable, "product_unavailable"),
+    (ConditionFailed, "precondition_failed"),
+    (ServiceUnavailable, "unavailable"),
+)
+
+
+def _checkout_outcome(exc: Exception) -> str:
+    return next((name for kind, name in _CHECKOUT_OUTCOMES if isinstance(exc, kind)), "failed")
 
 
 def _record(basket: Basket, request_id: str) -> CheckoutRecord | None:

@@ -16,9 +16,11 @@ from catalog import repository
 from catalog.api import events_router, router
 from catalog.config import Settings
 from catalog.dead_letters import api as dead_letters
+from catalog.metrics import OUTBOX
 from catalog.outbox import OutboxRelay
 from catalog.pictures import PictureStore
 from catalog.publisher import Publisher
+from eshop_common import telemetry
 from eshop_common.app import create_app, extend_openapi, freeze_startup_objects
 
 APP_ID = "catalog-api"
@@ -42,12 +44,14 @@ def create_catalog_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[State]:
         engine = repository.make_engine(settings)
+        telemetry.instrument_engine(engine)
         factory = repository.make_sessionmaker(engine)
         publisher = Publisher(settings)
         retention = timedelta(seconds=settings.event_retention_seconds)
         relay = OutboxRelay(factory, publisher, settings.outbox_poll_seconds, retention)
         if settings.outbox_relay_enabled:
             relay.start()
+        OUTBOX.watch(factory)
         freeze_startup_objects()
         try:
             yield {
@@ -60,10 +64,12 @@ def create_catalog_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if settings.outbox_relay_enabled:
                 relay.stop()
+            OUTBOX.forget(factory)
             publisher.close()
             engine.dispose()
 
     app = create_app(
+        app_id=APP_ID,
         title="eShop catalog",
         description="Products, brands and types: relational data in PostgreSQL via SQLAlchemy 2.",
         settings=settings,

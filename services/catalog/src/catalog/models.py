@@ -138,6 +138,9 @@ class OutboxMessage(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The W3C traceparent of the request that wrote the row: the relay publishes the event
+    # under it, so the event's trace continues the request's (None: written outside a trace).
+    traceparent: Mapped[str | None] = mapped_column(String(55))
 
 
 class ProcessedEvent(Base):

@@ -1,5 +1,10 @@
 """The outbox relay: publishes events that committed with their change, in order, at least once,
-and removes published rows and handled event ids once they are older than the retention window."""
+and removes published rows and handled event ids once they are older than the retention window.
+
+Each event is published inside the trace of the request that wrote its row (the row keeps that
+request's traceparent): the publish span is a child of the request's span, the sidecar's publish
+span a child of that, and the CloudEvent carries it on to the subscribers. The relay's own polling
+is not traced: a span every poll would bury the traces that matter."""
 
 from __future__ import annotations
 
@@ -8,12 +13,18 @@ import threading
 import time
 from datetime import timedelta
 
+from opentelemetry import context, trace
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from sqlalchemy.orm import Session, sessionmaker
 
-from catalog import repository
+from catalog import metrics, repository
+from catalog.models import OutboxMessage
 from catalog.publisher import Publisher, PublishFailed
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
 
 BATCH = 100
 MAX_BACKOFF_SECONDS = 5.0
@@ -53,12 +64,7 @@ class OutboxRelay:
         with repository.transaction(self._factory) as session:
             for message in repository.lock_unpublished(session, BATCH):
                 try:
-                    self._publisher.publish(
-                        message.topic,
-                        message.payload,
-                        event_id=message.event_id,
-                        event_type=message.event_type,
-                    )
+                    self._publish(message)
                 except PublishFailed as exc:
                     # Keep the order: nothing after this row goes out before it does. What was
                     # published so far is committed when the block ends.
@@ -69,6 +75,40 @@ class OutboxRelay:
                 repository.mark_published(session, message)
                 published += 1
         return published
+
+    def _publish(self, message: OutboxMessage) -> None:
+        """Publish one row's event in the trace its row was written in (a new trace when the
+        row has none). Raises PublishFailed."""
+        carrier = {"traceparent": message.traceparent} if message.traceparent else {}
+        # Extracted into an empty context, which also lifts the polling's suppression.
+        parent = TraceContextTextMapPropagator().extract(carrier, context=context.Context())
+        token = context.attach(parent)
+        try:
+            with tracer.start_as_current_span(
+                f"{message.topic} publish",
+                kind=SpanKind.PRODUCER,
+                attributes={
+                    "messaging.system": "dapr",
+                    "messaging.operation.type": "publish",
+                    "messaging.destination.name": message.topic,
+                    "messaging.message.id": str(message.event_id),
+                    "cloudevents.event_type": message.event_type,
+                },
+            ) as span:
+                try:
+                    self._publisher.publish(
+                        message.topic,
+                        message.payload,
+                        event_id=message.event_id,
+                        event_type=message.event_type,
+                    )
+                except PublishFailed as exc:
+                    metrics.PUBLISH_FAILURES.inc()
+                    span.set_status(Status(StatusCode.ERROR, str(exc)))
+                    raise
+                metrics.PUBLISHED.inc()
+        finally:
+            context.detach(token)
 
     def remove_expired(self) -> int:
         """Remove published rows and handled event ids older than the retention window, in
@@ -82,6 +122,10 @@ class OutboxRelay:
                 return removed
 
     def _run(self) -> None:
+        with suppress_instrumentation():
+            self._poll_forever()
+
+    def _poll_forever(self) -> None:
         backoff = self._poll
         while not self._stop.is_set():
             try:

@@ -44,6 +44,7 @@ from catalog.models import (
     OutboxMessage,
     ProcessedEvent,
 )
+from eshop_common import telemetry
 from eshop_common.problems import Overloaded
 
 log = logging.getLogger(__name__)
@@ -295,8 +296,11 @@ def add_outbox_message(
     session: Session, topic: str, event_type: str, payload: dict[str, Any]
 ) -> None:
     session.add(
-        OutboxMessage(event_id=uuid.uuid4(), topic=topic, event_type=event_type, payload=payload)
-    )
+        OutboxMessage(
+            event_id=uuid.uuid4(), topic=topic, event_type=event_type, payload=payload,
+            traceparent=telemetry.current_traceparent(),
+        )
+    )  # fmt: skip
 
 
 def lock_unpublished(session: Session, limit: int) -> Sequence[OutboxMessage]:
@@ -308,6 +312,25 @@ def lock_unpublished(session: Session, limit: int) -> Sequence[OutboxMessage]:
         .limit(limit)
         .with_for_update(skip_locked=True)
     ).all()
+
+
+@dataclass(frozen=True)
+class OutboxBacklog:
+    count: int
+    oldest_age_seconds: float
+
+
+def outbox_backlog(session: Session) -> OutboxBacklog:
+    """How many outbox rows wait to be published, and how long the oldest has waited."""
+    count, age = session.execute(
+        select(
+            func.count(),
+            func.coalesce(
+                func.extract("epoch", func.now() - func.min(OutboxMessage.created_at)), 0
+            ),
+        ).where(OutboxMessage.published_at.is_(None))
+    ).one()
+    return OutboxBacklog(int(count), float(age))
 
 
 def mark_published(session: Session, message: OutboxMessage) -> None:

@@ -1,4 +1,5 @@
-"""One way to build a service's FastAPI app: problem handlers, identity, health, logging."""
+"""One way to build a service's FastAPI app: problem handlers, identity, health, logging, traces
+and metrics."""
 
 import gc
 import logging
@@ -8,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from eshop_common import health
+from eshop_common import health, telemetry
 from eshop_common.auth import TokenVerifier
 from eshop_common.overload import LoadShedding
 from eshop_common.problems import install_problem_handlers
@@ -18,8 +19,12 @@ from eshop_common.settings import ServiceSettings
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        # The trace id finds the request's trace in the trace backend, and its other lines.
+        format="%(asctime)s %(levelname)s %(name)s [trace_id=%(trace_id)s]: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, telemetry.TraceIdLogFilter) for f in handler.filters):
+            handler.addFilter(telemetry.TraceIdLogFilter())
     # One line per sidecar call drowns the service's own messages.
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
@@ -39,6 +44,7 @@ def _route_name(route: APIRoute) -> str:
 
 def create_app(
     *,
+    app_id: str,
     title: str,
     description: str,
     settings: ServiceSettings,
@@ -66,6 +72,7 @@ def create_app(
         max_wait_seconds=settings.max_queue_wait_seconds,
     )
     app.include_router(health.router)
+    telemetry.install(app, app_id)
     return app
 
 

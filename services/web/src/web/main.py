@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from eshop_common import health
+from eshop_common import health, telemetry
 from eshop_common.app import configure_logging
 from eshop_common.auth import TokenVerifier
 from eshop_common.problems import ServiceUnavailable, install_problem_handlers
@@ -144,6 +144,7 @@ def create_web_app() -> FastAPI:
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     app.include_router(health.router)
     app.include_router(pages.router)
+    telemetry.install(app, "webshop")
     return app
 
 
