@@ -257,7 +257,7 @@ def untraced_basket(stack: Stack) -> str:
     """The second basket instance again, app and sidecar with tracing off; its URL."""
     stack.stop_process(UNTRACED)
     stack.stop_process(f"{UNTRACED}-dapr")
-    stack.start_sidecar(UNTRACED, {"DAPR_TRACING_SAMPLING_RATE": "0"})
+    stack.start_sidecar(UNTRACED, extra_env={"DAPR_TRACING_SAMPLING_RATE": "0"})
     stack.start_app(UNTRACED, {"OTEL_SDK_DISABLED": "true"})
     stack.wait_ready(UNTRACED)
     return stack.url(UNTRACED)

@@ -139,7 +139,7 @@ def test_with_sampling_rate_0_the_sidecar_records_nothing_no_app_sampled(stack: 
 
     stack.stop_process("basket-api-dapr")
     try:
-        stack.start_sidecar("basket-api", {"DAPR_TRACING_SAMPLING_RATE": "0"})
+        stack.start_sidecar("basket-api", extra_env={"DAPR_TRACING_SAMPLING_RATE": "0"})
         stack.wait_ready("basket-api")
         key = f"unsampled-{uuid.uuid4().hex[:8]}"
         untraced_state_read(key)

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, assume, given, settings
 from schemathesis import GenerationMode
 from schemathesis.config import SchemathesisConfig
 from schemathesis.engine import Status, events
@@ -246,15 +246,24 @@ def test_the_served_documents_are_the_ones_tested(target):
     assert httpx.get(f"{target.basket_url}/openapi.json").json() == BASKET_DOCUMENT
 
 
+def sent_as_generated(case: Any) -> bool:
+    """Whether the request on the wire is the one generated. A query value that is an empty
+    list or object (a generated schema violation) is sent as nothing at all, so the request the
+    service gets is a valid one, and a 200 for it is right; such examples are left out."""
+    return not any(value in ([], {}) for value in (case.query or {}).values())
+
+
 @catalog.parametrize()
 @settings(suppress_health_check=list(HealthCheck), deadline=None)
 def test_the_catalog_api_does_what_its_document_says(case, target, admin_headers):
+    assume(sent_as_generated(case))
     case.call_and_validate(base_url=target.catalog_url, headers=admin_headers)
 
 
 @basket.parametrize()
 @settings(suppress_health_check=list(HealthCheck), deadline=None)
 def test_the_basket_api_does_what_its_document_says(case, target, buyer_headers):
+    assume(sent_as_generated(case))
     case.call_and_validate(base_url=target.basket_url, headers=buyer_headers)
 
 
