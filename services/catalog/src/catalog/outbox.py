@@ -62,6 +62,8 @@ class OutboxRelay:
         """Publish what is waiting, oldest first; stop at the first failure. Returns how many."""
         published = 0
         with repository.transaction(self._factory) as session:
+            if not repository.take_relay_turn(session):
+                return 0  # another replica's relay is publishing; the order stays its own
             for message in repository.lock_unpublished(session, BATCH):
                 try:
                     self._publish(message)

@@ -303,6 +303,18 @@ def add_outbox_message(
     )  # fmt: skip
 
 
+# Any number the sample uses for nothing else: the key of the relays' advisory lock.
+RELAY_LOCK_KEY = 0x0EB0_0C47
+
+
+def take_relay_turn(session: Session) -> bool:
+    """Whether this transaction may publish: one relay at a time, across every replica (a
+    transaction-level advisory lock, released at commit). Without it, a relay whose publish is
+    slow holds row N while another skips it and publishes N+1 first."""
+    taken = session.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": RELAY_LOCK_KEY})
+    return bool(taken.scalar())
+
+
 def lock_unpublished(session: Session, limit: int) -> Sequence[OutboxMessage]:
     """The oldest unpublished messages, locked; another relay skips them instead of waiting."""
     return session.scalars(
