@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 from uuid import UUID, uuid5
 
+from cachetools import LRUCache
 from pydantic import BaseModel, ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
@@ -46,7 +47,7 @@ from basket.schemas import (
     UserCheckoutAccepted,
     new_revision,
 )
-from basket.state import DaprSidecar, ETagMismatch
+from basket.state import DaprSidecar, ETagMismatch, StateEntry
 from eshop_common.conditions import NONE, ConditionFailed, Preconditions
 from eshop_common.problems import (
     BadRequest,
@@ -109,6 +110,9 @@ CHECKOUT_TOPIC = "user-checkout-accepted"
 IN_FLIGHT_WAIT_SECONDS = 2.0
 # A checkout's event younger than this is left to the request that committed it.
 OUTBOX_GRACE_SECONDS = 5.0
+# How many buyers' product ids one process remembers, so that a read fetches the basket and its
+# lines' price entries in one call to the sidecar (docs/performance.md).
+LINES_REMEMBERED = 4096
 OUTBOX_RETRY_MAX_SECONDS = 60.0
 CHECKOUT_NAMESPACE = UUID("0b8f3c52-6f0e-4f57-9d7e-2c1c5cbb7a11")
 
@@ -286,14 +290,24 @@ class BasketService:
         self._tasks: set[asyncio.Task[None]] = set()
         self._sending: dict[str, asyncio.Task[None]] = {}
         self._lookups = ProductLookups(sidecar.catalog_items)
+        self._lines_seen: LRUCache[str, tuple[int, ...]] = LRUCache(LINES_REMEMBERED)
 
     async def get(self, buyer_id: str) -> tuple[Basket, str | None]:
-        """The buyer's basket with current prices, and its ETag (None: nothing is stored)."""
-        # Eventual is enough to show a basket: the next write checks the ETag anyway.
-        entry = await self._sidecar.get_state(state_key(buyer_id), consistency="eventual")
+        """The buyer's basket with current prices, and its ETag (None: nothing is stored).
+
+        One bulk read fetches the basket together with the price entries of the lines this
+        process last saw in it: a second call is made only for lines it did not know about (the
+        first read in this process, a write through another replica). Only the number of calls
+        depends on that guess, never what the read returns. A bulk read is eventually consistent,
+        which is enough to show a basket: the next write checks the ETag anyway."""
+        key = state_key(buyer_id)
+        guessed = self._lines_seen.get(buyer_id, ())
+        entries = await self._sidecar.get_bulk_state([key, *map(price_key, guessed)])
+        entry = entries.get(key) or StateEntry(None, None)
         stored = self._basket(buyer_id, entry.value)
+        self._lines_seen[buyer_id] = tuple(item.product_id for item in stored.items)
         self._send_outbox(stored)  # what a crashed checkout left unsent
-        basket = await self._with_current_prices(stored.model_copy(deep=True))
+        basket = await self._with_current_prices(stored.model_copy(deep=True), entries)
         self._remember_unavailable(stored, basket)
         return basket, basket.revision if entry.value is not None else None
 
@@ -986,16 +1000,21 @@ class BasketService:
                 deleted.add(product_id)
         return deleted
 
-    async def _with_current_prices(self, basket: Basket) -> Basket:
+    async def _with_current_prices(
+        self, basket: Basket, read: dict[str, StateEntry] | None = None
+    ) -> Basket:
         """Show a newer catalog price than the one a line was added at, with the old one.
 
-        One bulk read of the lines' price entries: the cost depends on the basket's lines, never
-        on how many baskets hold a product, because a price change writes one entry per product
-        instead of touching every basket (which the state API could not even list)."""
+        The lines' price entries come from `read` (entries already fetched with the basket) and
+        one bulk read of the rest: the cost depends on the basket's lines, never on how many
+        baskets hold a product, because a price change writes one entry per product instead of
+        touching every basket (which the state API could not even list)."""
         if not basket.items:
             return basket
         keys = [price_key(item.product_id) for item in basket.items]
-        entries = await self._sidecar.get_bulk_state(keys)
+        entries = dict(read or {})
+        if missing := [k for k in keys if k not in entries]:
+            entries.update(await self._sidecar.get_bulk_state(missing))
         for item, key in zip(basket.items, keys, strict=True):
             entry = entries.get(key)
             current = _parsed(ProductPrice, key, entry.value) if entry is not None else None
@@ -1015,6 +1034,7 @@ class BasketService:
             state_key(basket.buyer_id), _stored(basket), etag=etag, consistency="strong",
             ttl_seconds=self._settings.basket_ttl_seconds,
         )  # fmt: skip
+        self._lines_seen[basket.buyer_id] = tuple(item.product_id for item in basket.items)
 
     async def _products(self, ids: list[int]) -> list[dict[str, Any]]:
         """The catalog's current data for `ids`, in order. Raises ProductNotFound (400), and

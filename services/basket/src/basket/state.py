@@ -264,7 +264,13 @@ class DaprSidecar:
         raise StateStoreUnavailable(f"The state store could not be written ({_dapr_error(resp)}).")
 
     async def get_bulk_state(self, keys: list[str]) -> dict[str, StateEntry]:
-        """Several keys in one call to the sidecar; keys that do not exist come back empty."""
+        """Several keys in one call to the sidecar (https://docs.dapr.io/reference/api/state_api/
+        #get-bulk-state): `{key: StateEntry}` for every key asked, `StateEntry(None, None)` for
+        those that do not exist. Raises StateStoreUnavailable or SidecarUnavailable (503).
+
+        A value that is not JSON makes daprd 1.18 answer the whole bulk read with an empty body
+        (it cannot encode it); the keys are then read one by one, so only that key reads as
+        NotJson."""
         async with self._breaker.guard():
             resp, _ = await self._send(
                 "POST", f"/v1.0/state/{self._store}/bulk",
@@ -274,14 +280,20 @@ class DaprSidecar:
                 raise StateStoreUnavailable(
                     f"The state store could not be read ({_dapr_error(resp)})."
                 )
-            entries: dict[str, StateEntry] = {}
-            for item in resp.json():
-                if item.get("error"):
-                    raise StateStoreUnavailable(
-                        f"The state store could not be read ({item['error']})."
-                    )
-                entries[item["key"]] = StateEntry(item.get("data"), item.get("etag"))
-            return entries
+            try:
+                items = resp.json()
+            except ValueError:
+                items = None
+            else:
+                entries: dict[str, StateEntry] = {}
+                for item in items:
+                    if item.get("error"):
+                        raise StateStoreUnavailable(
+                            f"The state store could not be read ({item['error']})."
+                        )
+                    entries[item["key"]] = StateEntry(item.get("data"), item.get("etag"))
+                return entries
+        return {key: await self.get_state(key, consistency="eventual") for key in keys}
 
     async def publish(self, topic: str, data: Any, *, event_id: str, event_type: str) -> None:
         """Publish a CloudEvent whose id is `event_id`: subscribers deduplicate on it.
