@@ -11,6 +11,7 @@ import pytest
 
 from devstack.stack import DEMO_DAPR_API_TOKEN, DEMO_JWT_SECRET, Stack
 from devstack.testkit import (
+    SHIPPING,
     assert_problem,
     eventually,
     new_product,
@@ -22,10 +23,6 @@ from eshop_common.auth import mint_token
 
 pytestmark = pytest.mark.usefixtures("stack")
 
-SHIPPING = {
-    "fullName": "Ada Lovelace", "street": "12 Example Road", "city": "Springfield",
-    "postalCode": "12345", "country": "Utopia",
-}  # fmt: skip
 WRITABLE = (
     "name", "description", "price", "pictureFileName", "catalogBrandId", "catalogTypeId",
     "availableStock", "restockThreshold", "maxStockThreshold",

@@ -33,16 +33,16 @@ import redis
 import yaml
 
 from devstack.stack import DEMO_JWT_SECRET, REPO_ROOT, Stack
-from devstack.testkit import eventually, new_product, published_events, stock_of, unique_user
+from devstack.testkit import (
+    SHIPPING,
+    eventually,
+    new_product,
+    published_events,
+    stock_of,
+    unique_user,
+)
 from eshop_common.auth import mint_token
 
-SHIPPING = {
-    "fullName": "Ada Lovelace",
-    "street": "12 Example Road",
-    "city": "Springfield",
-    "postalCode": "12345",
-    "country": "Utopia",
-}
 # Longer than the former retries lasted with the catalog's 5 s statement timeout (six attempts
 # of 5 s and about 7 s of back-off: 37 s) and than the former processingTimeout (15 s).
 STALL_SECONDS = 50

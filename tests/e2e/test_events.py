@@ -15,6 +15,7 @@ import redis
 
 from devstack.stack import DEMO_APP_API_TOKEN, DEMO_DAPR_API_TOKEN, DEMO_JWT_SECRET, Stack
 from devstack.testkit import (
+    SHIPPING,
     assert_problem,
     eventually,
     new_product,
@@ -26,14 +27,6 @@ from devstack.testkit import (
 from eshop_common.auth import mint_token
 
 pytestmark = pytest.mark.usefixtures("stack")
-
-SHIPPING = {
-    "fullName": "Ada Lovelace",
-    "street": "12 Example Road",
-    "city": "Springfield",
-    "postalCode": "12345",
-    "country": "Utopia",
-}
 
 
 def client(stack: Stack, user: str, service: str = "basket-api", admin: bool = False):

@@ -25,7 +25,7 @@ import redis
 from devstack.experiments import add_without_etags, quantity_in_basket
 from devstack.pytest_plugin import DatabaseServer, new_database
 from devstack.stack import DEMO_JWT_SECRET, Stack
-from devstack.testkit import eventually, new_product, patch_item, quantities, unique_user
+from devstack.testkit import SHIPPING, eventually, new_product, patch_item, quantities, unique_user
 from eshop_common.auth import mint_token
 
 BASKETS = ("basket-api", "basket-api-2")
@@ -151,8 +151,7 @@ def test_a_checkout_retried_against_the_other_replica_is_reserved_once(scaled: S
     resp = httpx.post(f"{scaled.url('basket-api')}/api/basket/items", headers=headers(buyer),
                       json={"productId": item["id"], "quantity": 3})  # fmt: skip
     assert resp.status_code in (200, 201), resp.text
-    shipping = {"fullName": "Ada Lovelace", "street": "12 Example Road", "city": "Springfield",
-                "postalCode": "12345", "country": "Utopia"}  # fmt: skip
+    shipping = SHIPPING
     key = uuid.uuid4().hex
     replies = [
         httpx.post(f"{scaled.url(replica)}/api/basket/checkout", json={"shipping": shipping},

@@ -16,13 +16,9 @@ from hypothesis.stateful import (
 )
 
 from devstack.stack import DEMO_JWT_SECRET, Stack
-from devstack.testkit import new_product, quantities, unique_user
+from devstack.testkit import SHIPPING, new_product, quantities, unique_user
 from eshop_common.auth import mint_token
 
-SHIPPING = {
-    "fullName": "Ada Lovelace", "street": "12 Example Road", "city": "Springfield",
-    "postalCode": "12345", "country": "Utopia",
-}  # fmt: skip
 # How a write names the basket's version: not at all, the current ETag, one seen before, any
 # (`*`), or "only if there is none" (`If-None-Match: *`).
 CONDITIONS = ["none", "current", "stale", "any", "create-only"]

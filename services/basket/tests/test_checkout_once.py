@@ -21,6 +21,7 @@ from devstack.procs import free_port
 from devstack.pytest_plugin import StackFactory
 from devstack.stack import DEMO_DAPR_API_TOKEN, DEMO_JWT_SECRET, Stack
 from devstack.testkit import (
+    SHIPPING,
     assert_problem,
     checkout_events,
     eventually,
@@ -32,10 +33,6 @@ from devstack.testkit import (
 from devstack.testkit import unique_user as buyer
 from eshop_common.auth import mint_token
 
-SHIPPING = {
-    "fullName": "Ada Lovelace", "street": "12 Example Road", "city": "Springfield",
-    "postalCode": "12345", "country": "Utopia",
-}  # fmt: skip
 OTHER_SHIPPING = {**SHIPPING, "city": "Shelbyville"}
 
 

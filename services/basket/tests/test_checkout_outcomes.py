@@ -11,6 +11,7 @@ import httpx
 
 from devstack.stack import DEMO_DAPR_API_TOKEN, DEMO_JWT_SECRET, Stack
 from devstack.testkit import (
+    SHIPPING,
     assert_problem,
     eventually,
     new_product,
@@ -20,11 +21,6 @@ from devstack.testkit import (
 )
 from devstack.testkit import unique_user as buyer
 from eshop_common.auth import mint_token
-
-SHIPPING = {
-    "fullName": "Ada Lovelace", "street": "12 Example Road", "city": "Springfield",
-    "postalCode": "12345", "country": "Utopia",
-}  # fmt: skip
 
 
 def checkout(client: httpx.Client) -> str:

@@ -7,13 +7,8 @@ import httpx
 import pytest
 
 from devstack.stack import DEMO_DAPR_API_TOKEN, Stack
-from devstack.testkit import assert_problem, quantities
+from devstack.testkit import SHIPPING, assert_problem, quantities
 from devstack.testkit import unique_user as buyer
-
-SHIPPING = {
-    "fullName": "Ada Lovelace", "street": "12 Example Road", "city": "Springfield",
-    "postalCode": "12345", "country": "Utopia",
-}  # fmt: skip
 
 
 def writes(pid: int) -> list[tuple[str, str, dict | None]]:

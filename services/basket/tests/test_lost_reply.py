@@ -16,13 +16,8 @@ from basket.schemas import BasketItemAdd, IdempotentReply, new_revision
 from basket.service import BasketService, Saved, state_key
 from basket.state import DaprSidecar, ETagMismatch, StateStoreUnavailable, StoreBreaker
 from devstack.stack import DEMO_DAPR_API_TOKEN, DEMO_JWT_SECRET, Stack
-from devstack.testkit import checkout_events, unique_user
+from devstack.testkit import SHIPPING, checkout_events, unique_user
 from eshop_common.auth import mint_token
-
-SHIPPING = {
-    "fullName": "Ada Lovelace", "street": "12 Example Road", "city": "Springfield",
-    "postalCode": "12345", "country": "Utopia",
-}  # fmt: skip
 
 
 class SidecarThatRetriesLostReplies(DaprSidecar):

@@ -13,14 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devstack.stack import DEMO_JWT_SECRET, Stack
-from devstack.testkit import assert_problem, new_product, sidecar_state
+from devstack.testkit import SHIPPING, assert_problem, new_product, sidecar_state
 from devstack.testkit import unique_user as buyer
 from eshop_common.auth import mint_token
 
-SHIPPING = {
-    "fullName": "Ada Lovelace", "street": "12 Example Road", "city": "Springfield",
-    "postalCode": "12345", "country": "Utopia",
-}  # fmt: skip
 SCALARS = st.none() | st.booleans() | st.integers() | st.text(max_size=20)
 JSON = st.recursive(
     SCALARS | st.floats(allow_nan=False, allow_infinity=False),

@@ -14,6 +14,11 @@ import redis
 from devstack.stack import DEMO_DAPR_API_TOKEN, DEMO_JWT_SECRET, Stack
 
 PROBLEM_JSON = "application/problem+json"
+# A valid checkout address (the basket's Shipping schema), for tests that check out.
+SHIPPING = {
+    "fullName": "Ada Lovelace", "street": "12 Example Road", "city": "Springfield",
+    "postalCode": "12345", "country": "Utopia",
+}  # fmt: skip
 
 
 def unique_user(prefix: str = "buyer") -> str:
