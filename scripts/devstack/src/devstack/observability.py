@@ -10,7 +10,7 @@ import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import yaml
@@ -67,8 +67,45 @@ def jaeger_config(otlp_port: int, query_port: int, grpc_port: int, ui_assets: Pa
     }
 
 
+class BackendServer:
+    """A backend process of the local stack: its log goes to `<work_dir>/<name>.log`, and it is
+    running once `ready_url` answers 200."""
+
+    name: ClassVar[str]
+    work_dir: Path
+    process: subprocess.Popen[bytes] | None
+
+    @property
+    def ready_url(self) -> str:
+        raise NotImplementedError
+
+    def _launch(self, argv: list[str]) -> None:
+        """Start `argv` and wait (60 s at most) until it is ready. Raises RuntimeError, with the
+        log's tail, if it exits first."""
+        log = open(self.work_dir / f"{self.name}.log", "ab")  # noqa: SIM115 - lives as long as the server
+        self.process = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+        )
+        wait_until(self.is_running, timeout=60, what=f"{self.name} at {self.ready_url}")
+
+    def is_running(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            tail = (self.work_dir / f"{self.name}.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{tail}")
+        try:
+            return httpx.get(self.ready_url, timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+
 @dataclass
-class JaegerServer:
+class JaegerServer(BackendServer):
+    name = "jaeger"
     binary: Path
     work_dir: Path
     otlp_port: int
@@ -98,28 +135,11 @@ class JaegerServer:
         config.write_text(
             yaml.safe_dump(jaeger_config(self.otlp_port, self.query_port, self.grpc_port, ui))
         )
-        log = open(self.work_dir / "jaeger.log", "ab")  # noqa: SIM115 - lives as long as the server
-        self.process = subprocess.Popen(
-            [str(self.binary), "--config", str(config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent,
-        )
-        wait_until(self.is_running, timeout=60, what=f"jaeger on port {self.query_port}")
+        self._launch([str(self.binary), "--config", str(config)])
 
-    def is_running(self) -> bool:
-        if self.process is not None and self.process.poll() is not None:
-            tail = (self.work_dir / "jaeger.log").read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"jaeger exited with {self.process.returncode}:\n{tail}")
-        try:
-            return httpx.get(f"{self.url}/api/services", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
+    @property
+    def ready_url(self) -> str:
+        return f"{self.url}/api/services"
 
 
 def pinned(name: str) -> str:
@@ -180,7 +200,8 @@ def prometheus_binary() -> Path | None:
 
 
 @dataclass
-class PrometheusServer:
+class PrometheusServer(BackendServer):
+    name = "prometheus"
     binary: Path
     work_dir: Path
     port: int
@@ -196,31 +217,16 @@ class PrometheusServer:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         config = self.work_dir / "prometheus.yml"
         config.write_text(yaml.safe_dump(prometheus_config(self.targets, self.interval)))
-        log = open(self.work_dir / "prometheus.log", "ab")  # noqa: SIM115 - lives as long as the server
-        self.process = subprocess.Popen(
+        self._launch(
             [
                 str(self.binary),
                 f"--config.file={config}",
                 f"--storage.tsdb.path={self.work_dir / 'data'}",
                 "--storage.tsdb.retention.time=2d",
                 f"--web.listen-address=127.0.0.1:{self.port}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent,
+            ]
         )
-        wait_until(self.is_running, timeout=60, what=f"prometheus on port {self.port}")
 
-    def is_running(self) -> bool:
-        if self.process is not None and self.process.poll() is not None:
-            tail = (self.work_dir / "prometheus.log").read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"prometheus exited with {self.process.returncode}:\n{tail}")
-        try:
-            return httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
+    @property
+    def ready_url(self) -> str:
+        return f"{self.url}/-/ready"
