@@ -3,7 +3,7 @@
 import hashlib
 import re
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Request, Response, status
 from fastapi.responses import JSONResponse
@@ -332,12 +332,24 @@ async def read_checkout_status(
     return await baskets.checkout_status(buyer, request_id)
 
 
-async def _answer(topic: str, event_id: str, handling: Awaitable[object]) -> EventAck:
-    """SUCCESS once `handling` is done. RETRY for what passes: the sidecar or the store away, a
-    basket that kept changing. DROP for a stored basket that cannot be read: that lasts until its
-    buyer replaces it, and the checkout the event names goes with it."""
+E = TypeVar("E", bound=BaseModel)
+
+
+async def _handle(
+    topic: str, payload: Any, model: type[E], handle: Callable[[str, E], Awaitable[object]]
+) -> EventAck:
+    """Parse `payload` as a CloudEvent carrying `model`, then `handle(event_id, event)`.
+
+    SUCCESS once handled. DROP for an event that cannot be parsed, and for a stored basket that
+    cannot be read: that lasts until its buyer replaces it, and the checkout the event names goes
+    with it. RETRY for what passes: the sidecar or the store away, a basket that kept changing
+    (https://docs.dapr.io/reference/api/pubsub_api/#expected-http-response)."""
     try:
-        await handling
+        event_id, event = parse_event(payload, model)
+    except Undeliverable as exc:
+        return dropped(topic, exc)
+    try:
+        await handle(event_id, event)
     except (ServiceUnavailable, BasketConflict):
         return RETRY
     except UnreadableBasket:
@@ -348,11 +360,9 @@ async def _answer(topic: str, event_id: str, handling: Awaitable[object]) -> Eve
 @events_router.post("/stock-reserved")
 async def on_stock_reserved(baskets: Baskets, payload: Annotated[Any, Body()]) -> EventAck:
     """Mark a checkout reserved; called by the sidecar for each StockReserved."""
-    try:
-        event_id, event = parse_event(payload, StockReserved)
-    except Undeliverable as exc:
-        return dropped("stock-reserved", exc)
-    ack = await _answer("stock-reserved", event_id, baskets.record_reserved(event))
+    ack = await _handle(
+        "stock-reserved", payload, StockReserved, lambda _, event: baskets.record_reserved(event)
+    )
     if ack == SUCCESS:
         metrics.CHECKOUT_RESULTS.labels("reserved").inc()
     return ack
@@ -364,11 +374,10 @@ async def on_stock_reservation_rejected(
 ) -> EventAck:
     """Mark a checkout rejected and give its lines back; called for each
     StockReservationRejected."""
-    try:
-        event_id, event = parse_event(payload, StockReservationRejected)
-    except Undeliverable as exc:
-        return dropped("stock-reservation-rejected", exc)
-    ack = await _answer("stock-reservation-rejected", event_id, baskets.record_rejected(event))
+    ack = await _handle(
+        "stock-reservation-rejected", payload, StockReservationRejected,
+        lambda _, event: baskets.record_rejected(event),
+    )  # fmt: skip
     if ack == SUCCESS:
         metrics.CHECKOUT_RESULTS.labels("rejected").inc()
     return ack
@@ -377,22 +386,12 @@ async def on_stock_reservation_rejected(
 @events_router.post("/product-deleted")
 async def on_product_deleted(baskets: Baskets, payload: Annotated[Any, Body()]) -> EventAck:
     """Mark a deleted product unavailable in every basket; called for each ProductDeleted."""
-    try:
-        event_id, deleted = parse_event(payload, ProductDeleted)
-    except Undeliverable as exc:
-        return dropped("product-deleted", exc)
-    return await _answer(
-        "product-deleted", event_id, baskets.apply_product_deleted(event_id, deleted)
-    )
+    return await _handle("product-deleted", payload, ProductDeleted, baskets.apply_product_deleted)
 
 
 @events_router.post("/product-price-changed")
 async def on_product_price_changed(baskets: Baskets, payload: Annotated[Any, Body()]) -> EventAck:
     """Remember a product's new price; called by the sidecar for each ProductPriceChanged."""
-    try:
-        event_id, change = parse_event(payload, ProductPriceChanged)
-    except Undeliverable as exc:
-        return dropped("product-price-changed", exc)
-    return await _answer(
-        "product-price-changed", event_id, baskets.apply_price_change(event_id, change)
+    return await _handle(
+        "product-price-changed", payload, ProductPriceChanged, baskets.apply_price_change
     )
