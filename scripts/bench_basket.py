@@ -659,14 +659,17 @@ def report(
 
     checks = []
     sidecar = hops["sidecar GET"].saturated.rps if "sidecar GET" in hops else None
-    if "basket GET" in hops:
-        get = hops["basket GET"]
+    # The read targets are the service's own cost: judged with tracing off where that was
+    # measured (what recording every request costs is the row beside it, docs/performance.md).
+    read = next((h for h in ("basket GET, tracing off", "basket GET") if h in hops), None)
+    if read:
+        get = hops[read]
         p99, rps = get.opened.ms(99), get.saturated.rps
-        checks.append((f"basket GET p99 at {rate} <= 10 ms", f"{fmt(p99)} ms", p99 <= 10))
+        checks.append((f"{read} p99 at {rate} <= 10 ms", f"{fmt(p99)} ms", p99 <= 10))
         if sidecar:
             ratio = rps / sidecar
             checks.append((
-                "basket GET saturation >= 0.25 x sidecar GET",
+                f"{read} saturation >= 0.25 x sidecar GET",
                 f"{fmt(rps, 0)} req/s = {fmt(ratio)} x", ratio >= 0.25,
             ))  # fmt: skip
     if "basket POST item" in hops:
