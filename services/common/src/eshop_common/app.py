@@ -25,8 +25,6 @@ def configure_logging(level: str) -> None:
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, telemetry.TraceIdLogFilter) for f in handler.filters):
             handler.addFilter(telemetry.TraceIdLogFilter())
-    # One line per sidecar call drowns the service's own messages.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def freeze_startup_objects() -> None:
