@@ -8,9 +8,11 @@ fills a few buyers' baskets, then measures each hop at saturation and at a fixed
   basket GET      `GET /api/basket`: the service (aiohttp to its sidecar), daprd, the store
   basket POST     `POST /api/basket/items`: strong read, catalog lookup, save with the ETag
 
-the sidecar GET again through the HTTP clients the service does not use (httpx on its own
-transport and on aiohttp's), for comparison with its aiohttp, and, with `--baseline REV...`,
-`GET /api/basket` with the basket's code (and the shared eshop_common) of older commits.
+the sidecar GET again through the clients the services do not use (httpx on its own transport and
+on aiohttp's, and the official Dapr Python SDK's asyncio gRPC client, `dapr.aio.clients`, on the
+sidecar's gRPC port), for comparison with the aiohttp of eshop_common.sidecar, and, with
+`--baseline REV...`, `GET /api/basket` with the basket's code (and the shared eshop_common) of
+older commits.
 
 Tracing is on as in `make run` (the apps' spans and the sidecars', exported to a private Jaeger);
 `basket GET, tracing off` is a second basket process on a sidecar of its own with both off
@@ -59,6 +61,8 @@ import aiohttp
 import httpx
 import redis.asyncio as aioredis
 import uvloop
+from dapr.aio.clients import DaprClient
+from dapr.conf import settings as dapr_settings
 from httpx_aiohttp import AiohttpTransport
 
 from devstack.observability import install_jaeger
@@ -344,6 +348,7 @@ def make_ops(
     session: aiohttp.ClientSession,
     store: aioredis.Redis,
     httpx_clients: dict[str, httpx.AsyncClient],
+    sdk: DaprClient,
 ) -> dict[str, Op]:
     dapr = bench.stack.dapr_url("basket-api")
     basket = bench.stack.url("basket-api")
@@ -370,6 +375,11 @@ def make_ops(
 
         return op
 
+    async def sidecar_get_sdk(i: int) -> bool:
+        # The same read through the Dapr SDK's asyncio gRPC client (GetState over gRPC).
+        resp = await sdk.get_state("statestore", gets[i % GET_BUYERS])
+        return bool(resp.data)
+
     def basket_get(base: str) -> Op:
         async def op(i: int) -> bool:
             return await fetch("GET", f"{base}/api/basket", bench.tokens[gets[i % GET_BUYERS]])
@@ -385,6 +395,7 @@ def make_ops(
         "redis HGET": redis_hget,
         "sidecar GET": sidecar_get,
         **{f"sidecar GET, {name}": sidecar_get_with(c) for name, c in httpx_clients.items()},
+        "sidecar GET, Dapr SDK (gRPC)": sidecar_get_sdk,
         "basket GET": basket_get(basket),
         **{hop: basket_get(url) for hop, url in bench.other_baskets.items()},
         "basket POST item": basket_post,
@@ -400,6 +411,16 @@ class Hop:
     below_capacity: tuple[float, Run] | None = None
     # For a hop with a latency target at a rate of its own (TARGET_RATES): (rate, run) there.
     at_target_rate: tuple[float, Run] | None = None
+
+
+def dapr_sdk_client(stack: Stack) -> DaprClient:
+    """The Dapr SDK's asyncio client on the basket sidecar's gRPC port. The SDK takes its token,
+    and the HTTP port it checks the sidecar's health on, from its settings (read from DAPR_*
+    variables on import), so they are set here, before the client is made."""
+    sidecar = stack.instances["basket-api"]
+    dapr_settings.DAPR_API_TOKEN = DEMO_DAPR_API_TOKEN
+    dapr_settings.DAPR_HTTP_PORT = sidecar.dapr_http_port
+    return DaprClient(address=f"127.0.0.1:{sidecar.dapr_grpc_port}")
 
 
 async def measure(bench: Bench, meter: CpuMeter, args: argparse.Namespace) -> dict[str, Hop]:
@@ -426,7 +447,8 @@ async def measure(bench: Bench, meter: CpuMeter, args: argparse.Namespace) -> di
                 )
                 for name, transport in transports.items()
             }
-            for name, op in make_ops(bench, session, store, httpx_clients).items():
+            sdk = dapr_sdk_client(bench.stack)
+            for name, op in make_ops(bench, session, store, httpx_clients, sdk).items():
                 if args.only and name not in args.only:
                     continue
                 warm = await closed_loop(op, args.connections, args.warmup)  # connections, caches
@@ -462,6 +484,7 @@ async def measure(bench: Bench, meter: CpuMeter, args: argparse.Namespace) -> di
                 print(progress(name, hops[name]), flush=True)
             for client in httpx_clients.values():
                 await client.aclose()
+            await sdk.close()
             return hops
         finally:
             await store.aclose()

@@ -32,6 +32,7 @@ from devstack.testkit import (
 )
 from devstack.testkit import unique_user as buyer
 from eshop_common.auth import mint_token
+from eshop_common.sidecar import Sidecar
 
 OTHER_SHIPPING = {**SHIPPING, "city": "Shelbyville"}
 
@@ -463,11 +464,14 @@ def test_a_sweep_passes_over_unreadable_entries_and_still_sends_the_rest(basket_
             assert saved.status_code == 204, saved.text
 
     async def sweep() -> None:
-        async with DaprSidecar(
-            basket_stack.dapr_url("basket-api"), api_token=DEMO_DAPR_API_TOKEN,
-            timeout_seconds=5, store="statestore", catalog_app_id="catalog-api",
-            pubsub="pubsub", breaker=StoreBreaker(5, 5),
-        ) as sidecar:  # fmt: skip
+        async with Sidecar(
+            basket_stack.dapr_url("basket-api"), owner="basket",
+            api_token=DEMO_DAPR_API_TOKEN, timeout_seconds=5,
+        ) as client:  # fmt: skip
+            sidecar = DaprSidecar(
+                client, store="statestore", catalog_app_id="catalog-api", pubsub="pubsub",
+                breaker=StoreBreaker(5, 5),
+            )  # fmt: skip
             service = BasketService(sidecar, Settings())
             await service.sweep_outboxes()
             await asyncio.sleep(2)  # its background send

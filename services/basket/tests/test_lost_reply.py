@@ -6,8 +6,9 @@ see that the stored basket is its own write and not apply the change again."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
 import httpx
 
@@ -18,6 +19,22 @@ from basket.state import DaprSidecar, ETagMismatch, StateStoreUnavailable, Store
 from devstack.stack import DEMO_DAPR_API_TOKEN, DEMO_JWT_SECRET, Stack
 from devstack.testkit import SHIPPING, checkout_events, unique_user
 from eshop_common.auth import mint_token
+from eshop_common.sidecar import Sidecar
+
+S = TypeVar("S", bound=DaprSidecar)
+
+
+@asynccontextmanager
+async def basket_sidecar(stack: Stack, kind: type[S]) -> AsyncIterator[S]:
+    """A `kind` of DaprSidecar on a client of its own to the basket's sidecar."""
+    async with Sidecar(
+        stack.dapr_url("basket-api"), owner="basket", api_token=DEMO_DAPR_API_TOKEN,
+        timeout_seconds=5,
+    ) as client:  # fmt: skip
+        yield kind(
+            client, store="statestore", catalog_app_id="catalog-api", pubsub="pubsub",
+            breaker=StoreBreaker(5, 5),
+        )  # fmt: skip
 
 
 class SidecarThatRetriesLostReplies(DaprSidecar):
@@ -47,11 +64,7 @@ async def add_once(
     meanwhile: Callable[[], Awaitable[Any]] | None = None,
 ) -> int:
     settings = Settings()
-    async with SidecarThatRetriesLostReplies(
-        stack.dapr_url("basket-api"), api_token=DEMO_DAPR_API_TOKEN, timeout_seconds=5,
-        store="statestore", catalog_app_id="catalog-api", pubsub="pubsub",
-        breaker=StoreBreaker(5, 5),
-    ) as sidecar:  # fmt: skip
+    async with basket_sidecar(stack, SidecarThatRetriesLostReplies) as sidecar:
         sidecar.meanwhile = meanwhile
         service = BasketService(sidecar, settings)
         if not check_revision:  # the control: a read-modify-write that only retries conflicts
@@ -162,11 +175,7 @@ def test_an_add_whose_reply_cannot_be_kept_still_answers_its_success(
     buyer = unique_user("reply-not-kept")
 
     async def add_with_key() -> IdempotentReply:
-        async with SidecarThatCannotKeepReplies(
-            basket_stack.dapr_url("basket-api"), api_token=DEMO_DAPR_API_TOKEN,
-            timeout_seconds=5, store="statestore", catalog_app_id="catalog-api",
-            pubsub="pubsub", breaker=StoreBreaker(5, 5),
-        ) as sidecar:  # fmt: skip
+        async with basket_sidecar(basket_stack, SidecarThatCannotKeepReplies) as sidecar:
             service = BasketService(sidecar, Settings())
 
             async def perform() -> IdempotentReply:

@@ -3,9 +3,11 @@ stack. The pages themselves are tested in a real browser (tests/browser)."""
 
 from __future__ import annotations
 
-import httpx
+import json
+
 import pytest
 
+from eshop_common.sidecar import SidecarReply
 from web.client import error_message
 from web.rendering import money
 from web.security import USER_NAME, Signer, derive_key, local_path, new_nonce
@@ -84,18 +86,23 @@ def test_money_has_two_decimals_and_thousands():
     assert money(None) == ""
 
 
+def reply(status: int, body: object) -> SidecarReply:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return SidecarReply(status, raw, {})
+
+
 def test_an_error_message_is_the_problem_detail_or_what_dapr_said():
-    problem = httpx.Response(
-        400, json={"type": "about:blank", "title": "Bad Request", "status": 400,
+    problem = reply(
+        400, {"type": "about:blank", "title": "Bad Request", "status": 400,
                    "detail": "Product 7 is not in the catalog."},
     )  # fmt: skip
     assert error_message("basket-api", problem) == "Product 7 is not in the catalog."
-    titled = httpx.Response(409, json={"title": "Conflict", "status": 409})
+    titled = reply(409, {"title": "Conflict", "status": 409})
     assert error_message("basket-api", titled) == "The basket service answered: Conflict."
-    dapr = httpx.Response(500, json={"errorCode": "ERR_DIRECT_INVOKE", "message": "fail"})
+    dapr = reply(500, {"errorCode": "ERR_DIRECT_INVOKE", "message": "fail"})
     assert "could not be reached through Dapr (ERR_DIRECT_INVOKE)" in error_message(
         "catalog-api", dapr
     )
-    assert error_message("catalog-api", httpx.Response(502, text="<html>")) == (
+    assert error_message("catalog-api", reply(502, b"<html>")) == (
         "The catalog service answered with HTTP 502."
     )

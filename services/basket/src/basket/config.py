@@ -1,16 +1,11 @@
-from pydantic import Field, SecretStr
+from pydantic import Field
 
 from eshop_common.settings import ServiceSettings
+from eshop_common.sidecar import SidecarSettings
 
 
-class Settings(ServiceSettings):
-    # Dapr's own variable names, so `dapr run` and the compose file set them for us.
-    dapr_host: str = "127.0.0.1"
-    dapr_http_port: int = 3500
-    dapr_api_token: SecretStr | None = None
-    # Upper bound for one call to the sidecar; the sidecar's resiliency policy retries inside it.
-    dapr_timeout_seconds: float = 5.0
-
+class Settings(ServiceSettings, SidecarSettings):
+    # The sidecar's address, token and timeout (5 s) come from SidecarSettings.
     state_store_name: str = "statestore"
     pubsub_name: str = "pubsub"
     catalog_app_id: str = "catalog-api"
@@ -29,7 +24,3 @@ class Settings(ServiceSettings):
     # The breaker in front of the state store: this many outages in a row open it for so long.
     store_breaker_threshold: int = Field(default=5, ge=1)
     store_breaker_open_seconds: float = Field(default=5.0, gt=0)
-
-    @property
-    def dapr_url(self) -> str:
-        return f"http://{self.dapr_host}:{self.dapr_http_port}"

@@ -13,6 +13,7 @@ from basket.service import BasketService
 from basket.state import DaprSidecar, StoreBreaker
 from eshop_common.app import create_app, freeze_startup_objects
 from eshop_common.problems import ServiceUnavailable
+from eshop_common.sidecar import Sidecar
 
 settings = Settings()
 
@@ -24,16 +25,16 @@ class State(TypedDict):
 
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[State]:
-    token = settings.dapr_api_token
-    async with DaprSidecar(
-        settings.dapr_url,
-        api_token=token.get_secret_value() if token else None,
-        timeout_seconds=settings.dapr_timeout_seconds,
-        store=settings.state_store_name,
-        catalog_app_id=settings.catalog_app_id,
-        pubsub=settings.pubsub_name,
-        breaker=StoreBreaker(settings.store_breaker_threshold, settings.store_breaker_open_seconds),
-    ) as sidecar:
+    async with Sidecar.from_settings(settings, owner="basket") as client:
+        sidecar = DaprSidecar(
+            client,
+            store=settings.state_store_name,
+            catalog_app_id=settings.catalog_app_id,
+            pubsub=settings.pubsub_name,
+            breaker=StoreBreaker(
+                settings.store_breaker_threshold, settings.store_breaker_open_seconds
+            ),
+        )
         baskets = BasketService(sidecar, settings)
         sweeper = asyncio.create_task(baskets.sweep_forever())
         freeze_startup_objects()

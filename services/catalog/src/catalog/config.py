@@ -2,17 +2,18 @@
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, field_validator
 from sqlalchemy.engine import make_url
 
 from eshop_common.settings import ServiceSettings
+from eshop_common.sidecar import SidecarSettings
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # The local stack's PostgreSQL (`make run`); containers and CI set DATABASE_URL.
 DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5433/postgres"
 
 
-class Settings(ServiceSettings):
+class Settings(ServiceSettings, SidecarSettings):
     database_url: str = DEFAULT_DATABASE_URL
     db_pool_size: int = 10
     db_max_overflow: int = 10
@@ -23,10 +24,7 @@ class Settings(ServiceSettings):
     pictures_dir: Path = PACKAGE_DIR / "pictures"
     picture_max_age: int = 3600
 
-    # The sidecar, for publishing the outbox's events (Dapr's own variable names).
-    dapr_host: str = "127.0.0.1"
-    dapr_http_port: int = 3500
-    dapr_api_token: SecretStr | None = None
+    # The sidecar, for publishing the outbox's events (SidecarSettings), answers a publish sooner.
     dapr_timeout_seconds: float = 3.0
     pubsub_name: str = "pubsub"
     outbox_relay_enabled: bool = True
@@ -39,10 +37,6 @@ class Settings(ServiceSettings):
     # crash between publishing and removing it) is sent again when the buyer comes back, at
     # most the basket's TTL (BASKET_TTL_SECONDS, 30 days) later. 35 days, by default.
     event_retention_seconds: int = Field(default=35 * 24 * 3600, ge=3600)
-
-    @property
-    def dapr_url(self) -> str:
-        return f"http://{self.dapr_host}:{self.dapr_http_port}"
 
     @field_validator("database_url")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -22,6 +23,7 @@ from catalog.pictures import PictureStore
 from catalog.publisher import Publisher
 from eshop_common import telemetry
 from eshop_common.app import create_app, extend_openapi, freeze_startup_objects
+from eshop_common.sidecar import Sidecar
 
 APP_ID = "catalog-api"
 
@@ -46,27 +48,34 @@ def create_catalog_app(settings: Settings | None = None) -> FastAPI:
         engine = repository.make_engine(settings)
         telemetry.instrument_engine(engine)
         factory = repository.make_sessionmaker(engine)
-        publisher = Publisher(settings)
         retention = timedelta(seconds=settings.event_retention_seconds)
-        relay = OutboxRelay(factory, publisher, settings.outbox_poll_seconds, retention)
-        if settings.outbox_relay_enabled:
-            relay.start()
-        OUTBOX.watch(factory)
-        freeze_startup_objects()
-        try:
-            yield {
-                "engine": engine,
-                "sessionmaker": factory,
-                "pictures": PictureStore(settings.pictures_dir, max_age=settings.picture_max_age),
-                "publisher": publisher,
-                "event_retention": retention,
-            }
-        finally:
+        async with Sidecar.from_settings(settings, owner="catalog") as sidecar:
+            # The relay's thread and the sync routes publish on this loop (catalog.publisher).
+            publisher = Publisher(
+                sidecar, asyncio.get_running_loop(), pubsub=settings.pubsub_name,
+                timeout_seconds=settings.dapr_timeout_seconds,
+            )  # fmt: skip
+            relay = OutboxRelay(factory, publisher, settings.outbox_poll_seconds, retention)
             if settings.outbox_relay_enabled:
-                relay.stop()
-            OUTBOX.forget(factory)
-            publisher.close()
-            engine.dispose()
+                relay.start()
+            OUTBOX.watch(factory)
+            freeze_startup_objects()
+            try:
+                yield {
+                    "engine": engine,
+                    "sessionmaker": factory,
+                    "pictures": PictureStore(
+                        settings.pictures_dir, max_age=settings.picture_max_age
+                    ),
+                    "publisher": publisher,
+                    "event_retention": retention,
+                }
+            finally:
+                if settings.outbox_relay_enabled:
+                    # In a thread: a publish the relay waits for needs this loop to finish.
+                    await asyncio.to_thread(relay.stop)
+                OUTBOX.forget(factory)
+                engine.dispose()
 
     app = create_app(
         app_id=APP_ID,

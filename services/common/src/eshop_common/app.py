@@ -25,7 +25,8 @@ def configure_logging(level: str) -> None:
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, telemetry.TraceIdLogFilter) for f in handler.filters):
             handler.addFilter(telemetry.TraceIdLogFilter())
-    # One line per sidecar call drowns the service's own messages.
+    # httpx, in a process that has it (FastAPI's TestClient), logs a line per request at INFO,
+    # which drowns the service's own messages.
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 

@@ -76,20 +76,12 @@ def setup_tracing(service_name: str) -> bool:
 
 
 def _instrument_clients() -> None:
-    """Each instrumentation whose library the service uses: spans for outgoing calls, and the
-    `traceparent` header on them (the sidecar continues the trace from it)."""
-    try:
-        from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
+    """aiohttp, the client every service calls its sidecar with (eshop_common.sidecar): a span
+    for each outgoing call, and the `traceparent` header on it (the sidecar continues the trace
+    from it)."""
+    from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
 
-        AioHttpClientInstrumentor().instrument()
-    except ImportError:
-        pass
-    try:
-        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-
-        HTTPXClientInstrumentor().instrument()
-    except ImportError:
-        pass
+    AioHttpClientInstrumentor().instrument()
 
 
 def install(app: FastAPI, app_id: str) -> None:

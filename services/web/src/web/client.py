@@ -3,7 +3,8 @@
 Catalog and basket are reached by Dapr service invocation
 (`/v1.0/invoke/<app id>/method/<path>`): the sidecar finds the target app's sidecar and forwards
 the request, the user's `Authorization` header included. This module turns the answers into
-models, and every failure into a `BackendError` whose message a person can read.
+models, and every failure into a `BackendError` whose message a person can read. The calls go
+through the one sidecar client every service shares (`eshop_common.sidecar.Sidecar`).
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import json
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import httpx
 from pydantic import TypeAdapter, ValidationError
 
+from eshop_common.sidecar import Sidecar, SidecarReply, SidecarUnavailable
+from eshop_common.sidecar import json_body as _json
 from web.config import Settings
 from web.schemas import (
     Basket,
@@ -27,7 +29,6 @@ from web.schemas import (
 
 T = TypeVar("T")
 
-CONNECT_TIMEOUT_SECONDS = 2.0
 MERGE_PATCH = "application/merge-patch+json"
 NAMED_LIST = TypeAdapter(list[Named])
 CATALOG_PAGE = TypeAdapter(CatalogPage)
@@ -76,29 +77,21 @@ class Picture:
     headers: dict[str, str]
 
 
-def make_http_client(settings: Settings) -> httpx.AsyncClient:
-    """One long-lived client to the sidecar, made in the lifespan; never one per request."""
-    headers = {}
-    if settings.dapr_api_token:
-        headers["dapr-api-token"] = settings.dapr_api_token.get_secret_value()
-    return httpx.AsyncClient(
-        base_url=settings.dapr_url,
-        headers=headers,
-        timeout=httpx.Timeout(settings.dapr_timeout_seconds, connect=CONNECT_TIMEOUT_SECONDS),
-        trust_env=False,
-    )
+def make_sidecar(settings: Settings) -> Sidecar:
+    """One long-lived client to the sidecar, opened in the lifespan; never one per request."""
+    return Sidecar.from_settings(settings, owner="storefront")
 
 
 def _service_name(app_id: str) -> str:
     return app_id.removesuffix("-api")
 
 
-def error_message(app_id: str, resp: httpx.Response) -> str:
+def error_message(app_id: str, resp: SidecarReply) -> str:
     """A sentence from an error answer: the API's problem detail, or what Dapr said went wrong."""
     service = _service_name(app_id)
     try:
         body = resp.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError):
         body = None
     if isinstance(body, dict):
         # RFC 9457 problem details from the APIs.
@@ -112,14 +105,14 @@ def error_message(app_id: str, resp: httpx.Response) -> str:
                 f"The {service} service could not be reached through Dapr "
                 f"({body['errorCode']}). It may still be starting; try again in a moment."
             )
-    return f"The {service} service answered with HTTP {resp.status_code}."
+    return f"The {service} service answered with HTTP {resp.status}."
 
 
 class Backends:
     """The catalog and basket APIs, each through `/v1.0/invoke/<app id>/method/...`."""
 
-    def __init__(self, http: httpx.AsyncClient, settings: Settings) -> None:
-        self._http = http
+    def __init__(self, sidecar: Sidecar, settings: Settings) -> None:
+        self._sidecar = sidecar
         self._catalog = settings.catalog_app_id
         self._basket = settings.basket_app_id
 
@@ -139,32 +132,34 @@ class Backends:
         content: bytes | None = None,
         headers: dict[str, str] | None = None,
         ok: tuple[int, ...] = (),
-    ) -> httpx.Response:
+    ) -> SidecarReply:
         sent = dict(headers or {})
         if token is not None:
             sent["Authorization"] = f"Bearer {token}"
+        if json_body is not None:
+            content = _json(json_body)
+            sent["Content-Type"] = "application/json"
         try:
-            resp = await self._http.request(
-                method, f"/v1.0/invoke/{app_id}/method/{path}",
-                params=params, json=json_body, content=content, headers=sent,
-            )  # fmt: skip
-        except httpx.TimeoutException:
-            raise BackendUnavailable(
-                f"The {_service_name(app_id)} service did not answer in time."
-            ) from None
-        except httpx.TransportError:
+            resp = await self._sidecar.invoke(
+                app_id, path, method=method, query=params, content=content, headers=sent
+            )
+        except SidecarUnavailable as exc:
+            if exc.timed_out:
+                raise BackendUnavailable(
+                    f"The {_service_name(app_id)} service did not answer in time."
+                ) from None
             raise BackendUnavailable(
                 "The storefront's Dapr sidecar cannot be reached; is it running?"
             ) from None
-        if resp.status_code >= 400 and resp.status_code not in ok:
-            status = resp.status_code if resp.status_code < 500 else 503
+        if resp.status >= 400 and resp.status not in ok:
+            status = resp.status if resp.status < 500 else 503
             raise BackendError(status, error_message(app_id, resp))
         return resp
 
     @staticmethod
-    def _parse(adapter: TypeAdapter[T], resp: httpx.Response, app_id: str) -> T:
+    def _parse(adapter: TypeAdapter[T], resp: SidecarReply, app_id: str) -> T:
         try:
-            return adapter.validate_json(resp.content)
+            return adapter.validate_json(resp.body)
         except ValidationError:
             service = _service_name(app_id)
             raise BackendError(
@@ -208,8 +203,12 @@ class Backends:
         resp = await self._call(
             "GET", self._catalog, f"api/catalog/items/{item_id}/picture", headers=headers
         )
-        kept = {name: value for name, value in resp.headers.items() if name in PICTURE_HEADERS}
-        return Picture(resp.status_code, resp.content, kept)
+        kept = {
+            name.lower(): value
+            for name, value in resp.headers.items()
+            if name.lower() in PICTURE_HEADERS
+        }
+        return Picture(resp.status, resp.body, kept)
 
     async def patch_item(
         self, token: str, item_id: int, changes: dict[str, Any], version: int
@@ -222,7 +221,7 @@ class Backends:
             headers={"Content-Type": MERGE_PATCH, "If-Match": f'"{version}"'},
             ok=(412,),
         )  # fmt: skip
-        if resp.status_code == 412:
+        if resp.status == 412:
             raise ItemChanged(error_message(self._catalog, resp))
         return self._parse(CATALOG_ITEM, resp, self._catalog)
 
@@ -230,7 +229,7 @@ class Backends:
     async def basket(self, token: str) -> BasketRead:
         resp = await self._call("GET", self._basket, "api/basket", token=token)
         basket: Basket = self._parse(BASKET, resp, self._basket)
-        return BasketRead(basket, resp.headers.get("etag"), resp.json())
+        return BasketRead(basket, resp.etag, resp.json())
 
     async def add_to_basket(self, token: str, product_id: int, quantity: int) -> Basket:
         resp = await self._call(
@@ -261,7 +260,7 @@ class Backends:
         )  # fmt: skip
         try:
             request_id = resp.json()["requestId"]
-        except (json.JSONDecodeError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):
             request_id = None
         if not isinstance(request_id, str):
             raise BackendError(502, "The basket service accepted the checkout without an id.")
@@ -272,14 +271,10 @@ class Backends:
         resp = await self._call(
             "GET", self._basket, f"api/basket/checkouts/{request_id}", token=token, ok=(404,)
         )
-        if resp.status_code == 404:
+        if resp.status == 404:
             return None
         return self._parse(CHECKOUT_STATUS, resp, self._basket)
 
     # -- the sidecar itself -----------------------------------------------------------------
     async def sidecar_ready(self) -> bool:
-        try:
-            resp = await self._http.get("/v1.0/healthz/outbound", timeout=2.0)
-        except httpx.HTTPError:
-            return False
-        return resp.status_code == 204
+        return await self._sidecar.outbound_ready()

@@ -19,7 +19,7 @@ from eshop_common.app import configure_logging
 from eshop_common.auth import TokenVerifier
 from eshop_common.problems import ServiceUnavailable, install_problem_handlers
 from web import pages
-from web.client import BackendError, Backends, make_http_client
+from web.client import BackendError, Backends, make_sidecar
 from web.config import Settings
 from web.rendering import AdminRequired, CsrfRejected, SignInRequired, redirect, render
 from web.security import Signer, derive_key
@@ -47,8 +47,8 @@ class State(TypedDict):
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[State]:
     signer = Signer(derive_key(settings.jwt_secret.get_secret_value(), "forms"))
-    async with make_http_client(settings) as http:
-        yield {"settings": settings, "backends": Backends(http, settings), "signer": signer}
+    async with make_sidecar(settings) as sidecar:
+        yield {"settings": settings, "backends": Backends(sidecar, settings), "signer": signer}
 
 
 async def readiness(request: Request) -> None:
