@@ -208,6 +208,10 @@ class Scenario:
     name: str
     path: Callable[[int], str]
     statements: Callable[[int], list[Query]]
+    # Bound values that differ on every request (a cache-busting search word, the next id),
+    # merged over the statements compiled for request `i % 4096`, so that the direct-SQL client
+    # does not pay for compiling a statement per request and the service does.
+    fresh: Callable[[int], dict[str, Any]] | None = None
 
 
 def make_scenarios(max_id: int) -> list[Scenario]:
@@ -245,6 +249,22 @@ def make_scenarios(max_id: int) -> list[Scenario]:
             lambda i: f"/api/catalog/items/{ids[i % len(ids)]}",
             lambda i: [items_by_ids_query([ids[i % len(ids)]])],
         ),
+        # Every request a cache miss, by construction: a search that no earlier request made
+        # (`or u<i>` matches no item, so the rows are those of the search above)...
+        Scenario(
+            f'list page, q="{SEARCH_TEXT} or u<i>" (a miss each)',
+            lambda i: f"{base}&pageIndex={page(i)}&q={q}+or+u{i}",
+            lambda i: list_stmts(ItemFilter(text=f"{SEARCH_TEXT} or u{i}"), i),
+            lambda i: {"text": f"{SEARCH_TEXT} or u{i}"},
+        ),
+        # ...and every item in turn, more of them than the read cache holds (the hit ratio
+        # column checks that both are misses).
+        Scenario(
+            "item by id, every id in turn (a miss each)",
+            lambda i: f"/api/catalog/items/{1 + i % max_id}",
+            lambda i: [items_by_ids_query([1 + i % max_id])],
+            lambda i: {"ids_1": 1 + i % max_id},
+        ),
     ]
 
 
@@ -272,9 +292,10 @@ def sql_op(pool: AsyncConnectionPool, scenario: Scenario) -> Op:
         key = i % 4096
         if key not in cache:
             cache[key] = [compile_for_psycopg(s) for s in scenario.statements(i)]
+        fresh = scenario.fresh(i) if scenario.fresh else {}
         async with pool.connection() as conn, conn.transaction():
             for sql, params in cache[key]:
-                cursor = await conn.execute(sql, params)
+                cursor = await conn.execute(sql, {**params, **fresh} if fresh else params)
                 await cursor.fetchall()
 
     return op
@@ -290,6 +311,24 @@ class Row:
     direct: Result
     service_sat: Result
     direct_sat: Result
+    # Of the service's requests after the warm-up, the share its read cache answered (None: a
+    # service without one).
+    hit_ratio: float | None = None
+
+
+CACHE_COUNTER = "catalog_read_cache_requests_total"
+
+
+async def cache_outcomes(session: aiohttp.ClientSession) -> dict[str, float]:
+    """The service's read cache counters from /metrics: {"hit": n, "miss": n}, or {}."""
+    async with session.get("/metrics") as response:
+        text = await response.text()
+    outcomes = {}
+    for line in text.splitlines():
+        if line.startswith(CACHE_COUNTER + "{"):
+            labels, value = line[len(CACHE_COUNTER) :].rsplit(" ", 1)
+            outcomes[labels.split('outcome="', 1)[1].split('"', 1)[0]] = float(value)
+    return outcomes
 
 
 async def measure(
@@ -306,6 +345,7 @@ async def measure(
             service, direct = http_op(session, scenario), sql_op(pool, scenario)
             # Warm caches, connections and prepared plans; its errors count with the open loop's.
             warm = [await open_loop(op, args.rate, args.warmup) for op in (service, direct)]
+            before = await cache_outcomes(session)
             # Service and direct SQL take turns in one-second slices, so a neighbour's burst of
             # CPU on a shared machine lands on both sides alike instead of on one of them.
             slices = [Result([], w.errors, 0.0) for w in warm] + [Result([], 0, 0.0)] * 2
@@ -320,7 +360,11 @@ async def measure(
                 step = args.saturation_seconds / round(args.saturation_seconds)
                 slices[2] += await saturate(service, args.concurrency, step)
                 slices[3] += await saturate(direct, args.concurrency, step)
-            rows.append(Row(scenario.name, *slices))
+            after = await cache_outcomes(session)
+            counts = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+            hits = counts.get("hit", 0.0) + counts.get("not_modified", 0.0)
+            total = sum(counts.values())
+            rows.append(Row(scenario.name, *slices, hits / total if total else None))
             print(f"  measured: {scenario.name}", file=sys.stderr)
     return rows
 
@@ -328,15 +372,19 @@ async def measure(
 def table(rows: list[Row], args: argparse.Namespace) -> str:
     lines = [
         f"| request | service p50 | service p99 | direct SQL p50 | direct SQL p99 | ratio p50 "
-        f"| service req/s @{args.concurrency} | direct SQL req/s @{args.concurrency} |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| service req/s @{args.concurrency} | direct SQL req/s @{args.concurrency} "
+        "| ratio req/s | cache hits |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         ratio = r.service.pct(0.5) / r.direct.pct(0.5)
+        throughput = r.service_sat.rate / r.direct_sat.rate
+        hits = "n/a" if r.hit_ratio is None else f"{r.hit_ratio:.0%}"
         lines.append(
             f"| {r.scenario} | {r.service.pct(0.5):.2f} ms | {r.service.pct(0.99):.2f} ms "
             f"| {r.direct.pct(0.5):.2f} ms | {r.direct.pct(0.99):.2f} ms | {ratio:.1f} "
-            f"| {r.service_sat.rate:,.0f} | {r.direct_sat.rate:,.0f} |"
+            f"| {r.service_sat.rate:,.0f} | {r.direct_sat.rate:,.0f} | {throughput:.2f} "
+            f"| {hits} |"
         )
     errors = sum(r.service.errors + r.direct.errors + r.service_sat.errors for r in rows)
     lines.append("")
