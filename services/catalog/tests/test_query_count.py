@@ -1,4 +1,5 @@
-"""The list never costs more than two statements, and brand/type names never cost one per row."""
+"""The list never costs more than two statements besides the catalog revision the read cache
+checks first, a repeated read costs that one alone, and brand/type names never cost one per row."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,12 @@ def statements(engine: Engine) -> Iterator[list[str]]:
         event.remove(engine, "before_cursor_execute", record)
 
 
+def data(seen: list[str]) -> list[str]:
+    """The statements besides the read cache's revision check, which comes first."""
+    assert "catalog_revision" in seen[0], seen
+    return seen[1:]
+
+
 @pytest.mark.parametrize("page_size", [1, 10, 100])
 @pytest.mark.parametrize(
     "filters",
@@ -33,17 +40,21 @@ def statements(engine: Engine) -> Iterator[list[str]]:
 def test_a_list_page_is_at_most_two_statements_whatever_size_and_filters(
     api, app_engine, page_size, filters
 ):
+    filters = {**filters, "pageIndex": 0}
     with statements(app_engine) as seen:
         page = api.list_items(pageSize=page_size, **filters)
     assert page["items"], "the case must load rows to mean anything"
-    assert len(seen) <= 2, seen
+    assert len(data(seen)) <= 2, seen
+    with statements(app_engine) as again:
+        assert api.list_items(pageSize=page_size, **filters) == page
+    assert data(again) == [], "an unchanged catalog: the revision alone"
 
 
 def test_a_page_past_the_end_is_one_statement(api, app_engine):
     with statements(app_engine) as seen:
         page = api.list_items(pageIndex=100_000)
     assert page["items"] == []
-    assert len(seen) == 1
+    assert len(data(seen)) <= 1
 
 
 def test_by_ids_is_one_statement_for_a_hundred_ids(api, app_engine):
@@ -51,13 +62,13 @@ def test_by_ids_is_one_statement_for_a_hundred_ids(api, app_engine):
     with statements(app_engine) as seen:
         response = api.client.get("/api/catalog/items/by-ids", params={"ids": ids})
     assert len(response.json()) >= 50
-    assert len(seen) == 1, seen
+    assert len(data(seen)) <= 1, seen
 
 
 def test_reading_one_item_is_one_statement(api, app_engine):
     with statements(app_engine) as seen:
         api.get_item(1)
-    assert len(seen) == 1
+    assert len(data(seen)) <= 1
 
 
 def test_loading_brand_lazily_raises_instead_of_querying_per_row(db):

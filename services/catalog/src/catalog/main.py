@@ -20,6 +20,7 @@ from catalog.metrics import OUTBOX
 from catalog.outbox import OutboxRelay
 from catalog.pictures import PictureStore
 from catalog.publisher import Publisher
+from catalog.read_cache import ReadCache
 from eshop_common import telemetry
 from eshop_common.app import create_app, extend_openapi, freeze_startup_objects
 
@@ -30,6 +31,7 @@ class State(TypedDict):
     engine: Engine
     sessionmaker: sessionmaker[Session]
     pictures: PictureStore
+    read_cache: ReadCache
     publisher: Publisher
     event_retention: timedelta
 
@@ -58,6 +60,7 @@ def create_catalog_app(settings: Settings | None = None) -> FastAPI:
                 "engine": engine,
                 "sessionmaker": factory,
                 "pictures": PictureStore(settings.pictures_dir, max_age=settings.picture_max_age),
+                "read_cache": ReadCache(settings.read_cache_bytes),
                 "publisher": publisher,
                 "event_retention": retention,
             }

@@ -40,6 +40,7 @@ from catalog.models import (
     UQ_ITEM_NAME,
     CatalogBrand,
     CatalogItem,
+    CatalogRevision,
     CatalogType,
     OutboxMessage,
     ProcessedEvent,
@@ -235,6 +236,15 @@ def get_item_to_change(session: Session, item_id: int) -> CatalogItem | None:
     # Locked until the transaction ends: the If-Match check and the write see the same version
     # (a reservation or another admin waits), and two price changes get a price_version each.
     return session.get(CatalogItem, item_id, with_for_update=True)
+
+
+_REVISION = select(CatalogRevision.revision).where(CatalogRevision.id == 1)
+
+
+def catalog_revision(session: Session) -> int:
+    """The catalog's revision: moved by every committed change to items, brands and types."""
+    revision: int = session.execute(_REVISION).scalar_one()
+    return revision
 
 
 def list_brands(session: Session) -> Sequence[CatalogBrand]:
