@@ -10,6 +10,7 @@ catalog with uvicorn as a real process (one worker), and for each request kind m
 The service and direct SQL are measured in alternating one-second slices.
 "Direct SQL" runs the very statements the service's repository builds, compiled by SQLAlchemy,
 on a psycopg async connection pool in a transaction each, with the same schedule.
+The service runs with tracing off (OTEL_SDK_DISABLED=true) unless --tracing is given.
 It prints a Markdown table (paste it into docs/performance.md).
 """
 
@@ -392,7 +393,8 @@ def table(rows: list[Row], args: argparse.Namespace) -> str:
         f"{args.items:,} items; open loop at {args.rate:g} req/s for {args.duration:g} s per cell; "
         f"saturation with {args.concurrency} connections for {args.saturation_seconds:g} s; "
         f"{errors} errors. {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"{args.pg_version}; 1-minute load average {args.load_before:.1f} before, "
+        f"{args.pg_version}; service tracing {'on' if args.tracing else 'off'}; "
+        f"1-minute load average {args.load_before:.1f} before, "
         f"{os.getloadavg()[0]:.1f} after (anything above ~0.5 before means the machine was shared)."
     )
     return "\n".join(lines)
@@ -406,6 +408,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--saturation-seconds", type=float, default=5)
+    parser.add_argument(
+        "--tracing", action="store_true", help="run the service with tracing on (OTLP export)"
+    )
     args = parser.parse_args()
     args.load_before = os.getloadavg()[0]
 
@@ -427,6 +432,10 @@ def main() -> None:
 
         port = free_port()
         env = {**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "warning"}
+        if not args.tracing:
+            # What the catalog itself adds; tracing's own cost is measured in the Tracing
+            # section of docs/performance.md (it about doubles a read's CPU).
+            env["OTEL_SDK_DISABLED"] = "true"
         service = subprocess.Popen(
             [
                 sys.executable, "-m", "uvicorn", "catalog.main:app",

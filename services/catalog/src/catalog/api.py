@@ -221,7 +221,7 @@ def _cached_reads(problems: dict[int | str, dict[str, Any]]) -> dict[int | str, 
 
 async def _cached(request: Request, key: Hashable, load: Loader) -> Response:
     cache: ReadCache = request.state.read_cache
-    entry = await run_in_threadpool(cache.read, request.state.sessionmaker, key, load)
+    entry = await run_in_threadpool(cache.read, key, load)
     if none_match(request.headers.getlist("if-none-match"), entry.tag):
         # RFC 9110 §15.4.5: the ETag and Cache-Control a 200 would have carried, no body.
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=entry.headers)

@@ -48,6 +48,8 @@ def create_catalog_app(settings: Settings | None = None) -> FastAPI:
         engine = repository.make_engine(settings)
         telemetry.instrument_engine(engine)
         factory = repository.make_sessionmaker(engine)
+        revisions = repository.make_revision_engine(settings)
+        telemetry.instrument_engine(revisions)
         publisher = Publisher(settings)
         retention = timedelta(seconds=settings.event_retention_seconds)
         relay = OutboxRelay(factory, publisher, settings.outbox_poll_seconds, retention)
@@ -60,7 +62,7 @@ def create_catalog_app(settings: Settings | None = None) -> FastAPI:
                 "engine": engine,
                 "sessionmaker": factory,
                 "pictures": PictureStore(settings.pictures_dir, max_age=settings.picture_max_age),
-                "read_cache": ReadCache(settings.read_cache_bytes),
+                "read_cache": ReadCache(revisions, factory, settings.read_cache_bytes),
                 "publisher": publisher,
                 "event_retention": retention,
             }
@@ -69,6 +71,7 @@ def create_catalog_app(settings: Settings | None = None) -> FastAPI:
                 relay.stop()
             OUTBOX.forget(factory)
             publisher.close()
+            revisions.dispose()
             engine.dispose()
 
     app = create_app(

@@ -16,6 +16,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 from prometheus_client import Counter
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from catalog import repository
@@ -50,8 +51,8 @@ class Entry:
         object.__setattr__(self, "headers", {"ETag": self.etag, "Cache-Control": "no-cache"})
 
 
-# Given the session (whose transaction has read the revision) and that revision: the body and
-# the ETag field value of the response.
+# Given a session (in a transaction begun after the revision was read) and that revision: the
+# body and the ETag field value of the response.
 Loader = Callable[[Session, int], tuple[bytes, str]]
 
 
@@ -59,8 +60,12 @@ class ReadCache:
     """Least recently used entries first out, bounded by `max_bytes` of bodies (plus a fixed
     estimate per entry). Thread-safe: sync work runs on Starlette's thread pool."""
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, engine: Engine, factory: sessionmaker[Session], max_bytes: int) -> None:
         self.max_bytes = max_bytes
+        # The revision through its own engine (repository.make_revision_engine), the data
+        # through the app's sessions.
+        self.revision_engine = engine
+        self._factory = factory
         self._entries: OrderedDict[Hashable, Entry] = OrderedDict()
         self._size = 0
         self._lock = threading.Lock()
@@ -68,25 +73,26 @@ class ReadCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def read(self, factory: sessionmaker[Session], key: Hashable, load: Loader) -> Entry:
+    def read(self, key: Hashable, load: Loader) -> Entry:
         """The response for `key` as of now: the stored one if the catalog has not changed
         since it was read, else `load`'s, stored for the next reader."""
-        with repository.transaction(factory) as session:
-            # The revision FIRST, then the data. In READ COMMITTED each statement sees every
-            # change committed before it starts; a change commits together with its revision
-            # bump. So the data read next includes every change the revision counts: the body
-            # is at least as new as `revision` (a change committed in between makes it newer,
-            # and moves the revision past it, so the entry is only ever missed, never stale).
-            # The other order could store data from before a change under the revision after it.
-            revision = repository.catalog_revision(session)
-            with self._lock:
-                entry = self._entries.get(key)
-                if entry is not None and entry.revision == revision:
-                    self._entries.move_to_end(key)
-                    _HIT.inc()
-                    return entry
-            body, etag = load(session, revision)
+        # The revision FIRST, then the data. PostgreSQL's READ COMMITTED: a statement sees every
+        # change committed before it starts, and a change commits together with its revision
+        # bump. So the data, read by statements that start after this one, include every change
+        # the revision counts: the body is at least as new as `revision`. (A change committed in
+        # between is in the body *and* moves the revision past the entry's: the entry is only
+        # ever missed, never stale.) The other order could store data from before a change
+        # under the revision after it, and serve it for as long as nothing else changes.
+        revision = repository.catalog_revision(self.revision_engine)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry.revision == revision:
+                self._entries.move_to_end(key)
+                _HIT.inc()
+                return entry
         _MISS.inc()
+        with repository.transaction(self._factory) as session:
+            body, etag = load(session, revision)
         entry = Entry(revision, body, etag)
         self._store(key, entry)
         return entry
