@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import platform
 import random
@@ -276,8 +277,16 @@ def compile_for_psycopg(query: Query) -> tuple[str, dict[str, Any]]:
     return expanded.statement, dict(expanded.parameters)
 
 
+# Each op numbers its own requests from 0 across every slice and phase, so request n of the
+# service and request n of direct SQL ask the same thing, and a row whose every request is meant
+# to be new (a miss each) never repeats one (the slices' own counters restart at 0).
+
+
 def http_op(session: aiohttp.ClientSession, scenario: Scenario) -> Op:
-    async def op(i: int) -> None:
+    sequence = itertools.count()
+
+    async def op(_: int) -> None:
+        i = next(sequence)
         async with session.get(scenario.path(i)) as response:
             await response.read()
             if response.status != 200:
@@ -288,8 +297,10 @@ def http_op(session: aiohttp.ClientSession, scenario: Scenario) -> Op:
 
 def sql_op(pool: AsyncConnectionPool, scenario: Scenario) -> Op:
     cache: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+    sequence = itertools.count()
 
-    async def op(i: int) -> None:
+    async def op(_: int) -> None:
+        i = next(sequence)
         key = i % 4096
         if key not in cache:
             cache[key] = [compile_for_psycopg(s) for s in scenario.statements(i)]
