@@ -10,6 +10,7 @@ catalog with uvicorn as a real process (one worker), and for each request kind m
 The service and direct SQL are measured in alternating one-second slices.
 "Direct SQL" runs the very statements the service's repository builds, compiled by SQLAlchemy,
 on a psycopg async connection pool in a transaction each, with the same schedule.
+The service runs with tracing off (OTEL_SDK_DISABLED=true) unless --tracing is given.
 It prints a Markdown table (paste it into docs/performance.md).
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import platform
 import random
@@ -208,6 +210,10 @@ class Scenario:
     name: str
     path: Callable[[int], str]
     statements: Callable[[int], list[Query]]
+    # Bound values that differ on every request (a cache-busting search word, the next id),
+    # merged over the statements compiled for request `i % 4096`, so that the direct-SQL client
+    # does not pay for compiling a statement per request and the service does.
+    fresh: Callable[[int], dict[str, Any]] | None = None
 
 
 def make_scenarios(max_id: int) -> list[Scenario]:
@@ -245,6 +251,22 @@ def make_scenarios(max_id: int) -> list[Scenario]:
             lambda i: f"/api/catalog/items/{ids[i % len(ids)]}",
             lambda i: [items_by_ids_query([ids[i % len(ids)]])],
         ),
+        # Every request a cache miss, by construction: a search that no earlier request made
+        # (`or u<i>` matches no item, so the rows are those of the search above)...
+        Scenario(
+            f'list page, q="{SEARCH_TEXT} or u<i>" (a miss each)',
+            lambda i: f"{base}&pageIndex={page(i)}&q={q}+or+u{i}",
+            lambda i: list_stmts(ItemFilter(text=f"{SEARCH_TEXT} or u{i}"), i),
+            lambda i: {"text": f"{SEARCH_TEXT} or u{i}"},
+        ),
+        # ...and every item in turn, more of them than the read cache holds (the hit ratio
+        # column checks that both are misses).
+        Scenario(
+            "item by id, every id in turn (a miss each)",
+            lambda i: f"/api/catalog/items/{1 + i % max_id}",
+            lambda i: [items_by_ids_query([1 + i % max_id])],
+            lambda i: {"ids_1": 1 + i % max_id},
+        ),
     ]
 
 
@@ -255,8 +277,16 @@ def compile_for_psycopg(query: Query) -> tuple[str, dict[str, Any]]:
     return expanded.statement, dict(expanded.parameters)
 
 
+# Each op numbers its own requests from 0 across every slice and phase, so request n of the
+# service and request n of direct SQL ask the same thing, and a row whose every request is meant
+# to be new (a miss each) never repeats one (the slices' own counters restart at 0).
+
+
 def http_op(session: aiohttp.ClientSession, scenario: Scenario) -> Op:
-    async def op(i: int) -> None:
+    sequence = itertools.count()
+
+    async def op(_: int) -> None:
+        i = next(sequence)
         async with session.get(scenario.path(i)) as response:
             await response.read()
             if response.status != 200:
@@ -267,14 +297,17 @@ def http_op(session: aiohttp.ClientSession, scenario: Scenario) -> Op:
 
 def sql_op(pool: AsyncConnectionPool, scenario: Scenario) -> Op:
     cache: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+    sequence = itertools.count()
 
-    async def op(i: int) -> None:
+    async def op(_: int) -> None:
+        i = next(sequence)
         key = i % 4096
         if key not in cache:
             cache[key] = [compile_for_psycopg(s) for s in scenario.statements(i)]
+        fresh = scenario.fresh(i) if scenario.fresh else {}
         async with pool.connection() as conn, conn.transaction():
             for sql, params in cache[key]:
-                cursor = await conn.execute(sql, params)
+                cursor = await conn.execute(sql, {**params, **fresh} if fresh else params)
                 await cursor.fetchall()
 
     return op
@@ -290,6 +323,24 @@ class Row:
     direct: Result
     service_sat: Result
     direct_sat: Result
+    # Of the service's requests after the warm-up, the share its read cache answered (None: a
+    # service without one).
+    hit_ratio: float | None = None
+
+
+CACHE_COUNTER = "catalog_read_cache_requests_total"
+
+
+async def cache_outcomes(session: aiohttp.ClientSession) -> dict[str, float]:
+    """The service's read cache counters from /metrics: {"hit": n, "miss": n}, or {}."""
+    async with session.get("/metrics") as response:
+        text = await response.text()
+    outcomes = {}
+    for line in text.splitlines():
+        if line.startswith(CACHE_COUNTER + "{"):
+            labels, value = line[len(CACHE_COUNTER) :].rsplit(" ", 1)
+            outcomes[labels.split('outcome="', 1)[1].split('"', 1)[0]] = float(value)
+    return outcomes
 
 
 async def measure(
@@ -306,6 +357,7 @@ async def measure(
             service, direct = http_op(session, scenario), sql_op(pool, scenario)
             # Warm caches, connections and prepared plans; its errors count with the open loop's.
             warm = [await open_loop(op, args.rate, args.warmup) for op in (service, direct)]
+            before = await cache_outcomes(session)
             # Service and direct SQL take turns in one-second slices, so a neighbour's burst of
             # CPU on a shared machine lands on both sides alike instead of on one of them.
             slices = [Result([], w.errors, 0.0) for w in warm] + [Result([], 0, 0.0)] * 2
@@ -320,7 +372,11 @@ async def measure(
                 step = args.saturation_seconds / round(args.saturation_seconds)
                 slices[2] += await saturate(service, args.concurrency, step)
                 slices[3] += await saturate(direct, args.concurrency, step)
-            rows.append(Row(scenario.name, *slices))
+            after = await cache_outcomes(session)
+            counts = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+            hits = counts.get("hit", 0.0) + counts.get("not_modified", 0.0)
+            total = sum(counts.values())
+            rows.append(Row(scenario.name, *slices, hits / total if total else None))
             print(f"  measured: {scenario.name}", file=sys.stderr)
     return rows
 
@@ -328,15 +384,19 @@ async def measure(
 def table(rows: list[Row], args: argparse.Namespace) -> str:
     lines = [
         f"| request | service p50 | service p99 | direct SQL p50 | direct SQL p99 | ratio p50 "
-        f"| service req/s @{args.concurrency} | direct SQL req/s @{args.concurrency} |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| service req/s @{args.concurrency} | direct SQL req/s @{args.concurrency} "
+        "| ratio req/s | cache hits |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         ratio = r.service.pct(0.5) / r.direct.pct(0.5)
+        throughput = r.service_sat.rate / r.direct_sat.rate
+        hits = "n/a" if r.hit_ratio is None else f"{r.hit_ratio:.0%}"
         lines.append(
             f"| {r.scenario} | {r.service.pct(0.5):.2f} ms | {r.service.pct(0.99):.2f} ms "
             f"| {r.direct.pct(0.5):.2f} ms | {r.direct.pct(0.99):.2f} ms | {ratio:.1f} "
-            f"| {r.service_sat.rate:,.0f} | {r.direct_sat.rate:,.0f} |"
+            f"| {r.service_sat.rate:,.0f} | {r.direct_sat.rate:,.0f} | {throughput:.2f} "
+            f"| {hits} |"
         )
     errors = sum(r.service.errors + r.direct.errors + r.service_sat.errors for r in rows)
     lines.append("")
@@ -344,7 +404,8 @@ def table(rows: list[Row], args: argparse.Namespace) -> str:
         f"{args.items:,} items; open loop at {args.rate:g} req/s for {args.duration:g} s per cell; "
         f"saturation with {args.concurrency} connections for {args.saturation_seconds:g} s; "
         f"{errors} errors. {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"{args.pg_version}; 1-minute load average {args.load_before:.1f} before, "
+        f"{args.pg_version}; service tracing {'on' if args.tracing else 'off'}; "
+        f"1-minute load average {args.load_before:.1f} before, "
         f"{os.getloadavg()[0]:.1f} after (anything above ~0.5 before means the machine was shared)."
     )
     return "\n".join(lines)
@@ -358,6 +419,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--saturation-seconds", type=float, default=5)
+    parser.add_argument(
+        "--tracing", action="store_true", help="run the service with tracing on (OTLP export)"
+    )
     args = parser.parse_args()
     args.load_before = os.getloadavg()[0]
 
@@ -379,6 +443,10 @@ def main() -> None:
 
         port = free_port()
         env = {**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "warning"}
+        if not args.tracing:
+            # What the catalog itself adds; tracing's own cost is measured in the Tracing
+            # section of docs/performance.md (it about doubles a read's CPU).
+            env["OTEL_SDK_DISABLED"] = "true"
         service = subprocess.Popen(
             [
                 sys.executable, "-m", "uvicorn", "catalog.main:app",

@@ -14,6 +14,7 @@ TABLES = {
     "catalog_brand",
     "catalog_type",
     "catalog_item",
+    "catalog_revision",
     "outbox_message",
     "processed_event",
     "dead_letter",

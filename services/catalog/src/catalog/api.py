@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response, status
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator, BeforeValidator, TypeAdapter
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from catalog import repository, service
 from catalog.dead_letters import service as dead_letters
@@ -17,6 +18,7 @@ from catalog.errors import MERGE_PATCH, NotAMergePatch
 from catalog.events import CHECKOUT_ACCEPTED, UserCheckoutAccepted
 from catalog.models import CatalogItem
 from catalog.pictures import Picture, PictureStore
+from catalog.read_cache import Loader, ReadCache
 from catalog.repository import ItemFilter
 from catalog.schemas import (
     BY_IDS_MAX,
@@ -35,7 +37,13 @@ from catalog.schemas import (
     storable_text,
 )
 from eshop_common.auth import AdminUser, FromSidecar
-from eshop_common.conditions import ENTITY_TAGS, Preconditions, required_if_match
+from eshop_common.conditions import (
+    ENTITY_TAGS,
+    Preconditions,
+    none_match,
+    parse_entity_tag,
+    required_if_match,
+)
 from eshop_common.events import RETRY, SUCCESS, EventAck, Undeliverable, parse_event
 from eshop_common.problems import ServiceUnavailable, problem_responses
 
@@ -157,30 +165,126 @@ def get_merge_patch(request: Request) -> None:
 IfMatch = Annotated[Preconditions, Depends(get_item_condition)]
 
 
-@router.get("/items", responses=problem_responses(422, 503))
-def read_items(
-    session: SessionDep,
+# ---- reads: served through the read cache, revalidated by ETag ----------------------------------
+#
+# `async def` with one hand-off to the thread pool for the database work (a cache hit is the
+# revision query alone): a `def` route with a session dependency costs four hand-offs, and
+# validating and serialising the return value a fifth step; the routes return the stored JSON
+# bytes as they are. The response models stay declared, for the OpenAPI document.
+
+NO_CACHE = {
+    "Cache-Control": {
+        "description": "`no-cache` (RFC 9111 §5.2.2.4): a cache may store the response but must "
+        "revalidate it (If-None-Match) before every use, so that a change is never served stale",
+        "schema": {"type": "string", "enum": ["no-cache"]},
+    }
+}
+REVISION_ETAG_HEADER = {
+    "ETag": {
+        "description": "A weak entity tag (RFC 9110 §8.8.1, §8.8.3) naming the catalog's revision, "
+        '`W/"r42"`: it changes whenever anything the catalog shows does; send it back in '
+        "If-None-Match to get a 304 while nothing has",
+        "required": True,
+        "schema": {"type": "string", "pattern": '^W/"r[0-9]+"$'},
+    },
+    **NO_CACHE,
+}
+IF_NONE_MATCH = {
+    "parameters": [
+        {
+            "name": "If-None-Match",
+            "in": "header",
+            "required": False,
+            "description": "ETags of representations the client holds (RFC 9110 §13.1.2): if one "
+            "matches the current one by weak comparison, or it is `*`, the answer is 304 with "
+            "no body. A value that is not a list of entity tags is ignored (the answer is 200).",
+            "schema": {"type": "string"},
+        }
+    ]
+}
+
+
+def _not_modified_response(description: str, etag: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "headers": {**etag, **NO_CACHE}}
+
+
+REVISION_304 = _not_modified_response(
+    "Not Modified (RFC 9110 §15.4.5): the catalog has not changed since the ETag in "
+    "If-None-Match; no body",
+    {"ETag": REVISION_ETAG_HEADER["ETag"]},
+)
+
+
+def _cached_reads(problems: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[str, Any]]:
+    return {200: {"headers": REVISION_ETAG_HEADER}, 304: REVISION_304, **problems}
+
+
+async def _cached(request: Request, key: Hashable, load: Loader) -> Response:
+    cache: ReadCache = request.state.read_cache
+    entry = await run_in_threadpool(cache.read, key, load)
+    if none_match(request.headers.getlist("if-none-match"), entry.tag):
+        # RFC 9110 §15.4.5: the ETag and Cache-Control a 200 would have carried, no body.
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=entry.headers)
+    return Response(entry.body, media_type="application/json", headers=entry.headers)
+
+
+def revision_etag(revision: int) -> str:
+    """Weak: it names a state of the whole catalog, not these exact bytes (another replica or
+    release may serialise the same state differently), which is what §8.8.1 calls semantically
+    equivalent. If-None-Match compares weakly anyway, and a weak tag can never pass an If-Match."""
+    return f'W/"r{revision}"'
+
+
+_PAGE = TypeAdapter(Page[ItemPublic])
+_ITEMS = TypeAdapter(list[ItemPublic])
+_BRANDS = TypeAdapter(list[BrandPublic])
+_TYPES = TypeAdapter(list[TypePublic])
+
+
+@router.get(
+    "/items",
+    response_model=Page[ItemPublic],
+    responses=_cached_reads(problem_responses(422, 503)),
+    openapi_extra=IF_NONE_MATCH,
+)
+async def read_items(
+    request: Request,
     page_index: Annotated[int, Query(alias="pageIndex", ge=0, le=PAGE_INDEX_MAX)] = 0,
     page_size: Annotated[int, Query(alias="pageSize", ge=1, le=PAGE_SIZE_MAX)] = 10,
     brand_id: Annotated[int | None, Query(alias="brandId", ge=1, le=INT32_MAX)] = None,
     type_id: Annotated[int | None, Query(alias="typeId", ge=1, le=INT32_MAX)] = None,
     q: SearchText = None,
-) -> Page[ItemPublic]:
+) -> Response:
     """List catalog items a page at a time, filtered by brand, type and search text."""
     filter_ = ItemFilter(brand_id=brand_id, type_id=type_id, text=q)
-    page = service.list_items(session, filter_, page_index, page_size)
-    return Page(
-        page_index=page.page_index,
-        page_size=page.page_size,
-        count=page.count,
-        items=[ItemPublic.from_model(item) for item in page.items],
-    )
+
+    def load(session: Session, revision: int) -> tuple[bytes, str]:
+        page = service.list_items(session, filter_, page_index, page_size)
+        body = Page[ItemPublic](
+            page_index=page.page_index,
+            page_size=page.page_size,
+            count=page.count,
+            items=[ItemPublic.from_model(item) for item in page.items],
+        )
+        return _PAGE.dump_json(body, by_alias=True), revision_etag(revision)
+
+    return await _cached(request, ("items", filter_, page_index, page_size), load)
 
 
-@router.get("/items/by-ids", responses=problem_responses(422, 503))
-def read_items_by_ids(session: SessionDep, ids: IdList) -> list[ItemPublic]:
+@router.get(
+    "/items/by-ids",
+    response_model=list[ItemPublic],
+    responses=_cached_reads(problem_responses(422, 503)),
+    openapi_extra=IF_NONE_MATCH,
+)
+async def read_items_by_ids(request: Request, ids: IdList) -> Response:
     """The items with the given ids, in the order asked for; unknown ids are left out."""
-    return [ItemPublic.from_model(item) for item in service.get_items(session, ids)]
+
+    def load(session: Session, revision: int) -> tuple[bytes, str]:
+        items = [ItemPublic.from_model(item) for item in service.get_items(session, ids)]
+        return _ITEMS.dump_json(items, by_alias=True), revision_etag(revision)
+
+    return await _cached(request, ("by-ids", tuple(ids)), load)
 
 
 def _with_etag(item: CatalogItem, response: Response) -> ItemPublic:
@@ -190,22 +294,40 @@ def _with_etag(item: CatalogItem, response: Response) -> ItemPublic:
 
 @router.get(
     "/items/{item_id:int}",
+    response_model=ItemPublic,
     responses={
-        200: {"description": "The item", "headers": ETAG_HEADER, "links": ITEM_LINKS},
+        200: {
+            "description": "The item",
+            "headers": {**ETAG_HEADER, **NO_CACHE},
+            "links": ITEM_LINKS,
+        },
+        304: _not_modified_response(
+            "Not Modified (RFC 9110 §15.4.5): the item is still at the version in "
+            "If-None-Match; no body",
+            ETAG_HEADER,
+        ),
         **problem_responses(404, 422, 503),
     },
+    openapi_extra=IF_NONE_MATCH,
 )
-def read_item(session: SessionDep, item_id: ItemId, response: Response) -> ItemPublic:
+async def read_item(request: Request, item_id: ItemId) -> Response:
     """One catalog item, with its version as the ETag."""
-    return _with_etag(service.get_item(session, item_id), response)
+
+    def load(session: Session, _revision: int) -> tuple[bytes, str]:
+        item = service.get_item(session, item_id)
+        return ItemPublic.from_model(item).model_dump_json(by_alias=True).encode(), service.etag(
+            item
+        )
+
+    return await _cached(request, ("item", item_id), load)
 
 
 def _not_modified(
     picture: Picture, if_none_match: str | None, if_modified_since: str | None
 ) -> bool:
+    # RFC 9110 §13.1.3: If-Modified-Since is evaluated only without If-None-Match.
     if if_none_match is not None:
-        tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
-        return "*" in tags or picture.etag in tags
+        return none_match([if_none_match], parse_entity_tag(picture.etag))
     return if_modified_since is not None and if_modified_since == picture.last_modified
 
 
@@ -240,16 +362,36 @@ def read_item_picture(
     return Response(picture.content, media_type=picture.content_type, headers=headers)
 
 
-@router.get("/brands", responses=problem_responses(503))
-def read_brands(session: SessionDep) -> list[BrandPublic]:
+@router.get(
+    "/brands",
+    response_model=list[BrandPublic],
+    responses=_cached_reads(problem_responses(503)),
+    openapi_extra=IF_NONE_MATCH,
+)
+async def read_brands(request: Request) -> Response:
     """Every brand, by name."""
-    return [BrandPublic.from_model(brand) for brand in service.list_brands(session)]
+
+    def load(session: Session, revision: int) -> tuple[bytes, str]:
+        brands = [BrandPublic.from_model(brand) for brand in service.list_brands(session)]
+        return _BRANDS.dump_json(brands, by_alias=True), revision_etag(revision)
+
+    return await _cached(request, ("brands",), load)
 
 
-@router.get("/types", responses=problem_responses(503))
-def read_types(session: SessionDep) -> list[TypePublic]:
+@router.get(
+    "/types",
+    response_model=list[TypePublic],
+    responses=_cached_reads(problem_responses(503)),
+    openapi_extra=IF_NONE_MATCH,
+)
+async def read_types(request: Request) -> Response:
     """Every item type, by name."""
-    return [TypePublic.from_model(type_) for type_ in service.list_types(session)]
+
+    def load(session: Session, revision: int) -> tuple[bytes, str]:
+        types = [TypePublic.from_model(type_) for type_ in service.list_types(session)]
+        return _TYPES.dump_json(types, by_alias=True), revision_etag(revision)
+
+    return await _cached(request, ("types",), load)
 
 
 @router.post(

@@ -23,6 +23,9 @@ class Settings(ServiceSettings, SidecarSettings):
     db_statement_timeout_ms: int = 5000
     pictures_dir: Path = PACKAGE_DIR / "pictures"
     picture_max_age: int = 3600
+    # Per process: the read cache's bound, in bytes of response bodies (plus ~400 per entry).
+    # 4 MiB holds every list page a shopper pages through and a few thousand items.
+    read_cache_bytes: int = Field(default=4 * 1024 * 1024, ge=0)
 
     # The sidecar, for publishing the outbox's events (SidecarSettings), answers a publish sooner.
     dapr_timeout_seconds: float = 3.0

@@ -21,6 +21,7 @@ from catalog.metrics import OUTBOX
 from catalog.outbox import OutboxRelay
 from catalog.pictures import PictureStore
 from catalog.publisher import Publisher
+from catalog.read_cache import ReadCache
 from eshop_common import telemetry
 from eshop_common.app import create_app, extend_openapi, freeze_startup_objects
 from eshop_common.sidecar import Sidecar
@@ -32,6 +33,7 @@ class State(TypedDict):
     engine: Engine
     sessionmaker: sessionmaker[Session]
     pictures: PictureStore
+    read_cache: ReadCache
     publisher: Publisher
     event_retention: timedelta
 
@@ -48,6 +50,8 @@ def create_catalog_app(settings: Settings | None = None) -> FastAPI:
         engine = repository.make_engine(settings)
         telemetry.instrument_engine(engine)
         factory = repository.make_sessionmaker(engine)
+        revisions = repository.make_revision_engine(settings)
+        telemetry.instrument_engine(revisions)
         retention = timedelta(seconds=settings.event_retention_seconds)
         async with Sidecar.from_settings(settings, owner="catalog") as sidecar:
             # The relay's thread and the sync routes publish on this loop (catalog.publisher).
@@ -67,6 +71,7 @@ def create_catalog_app(settings: Settings | None = None) -> FastAPI:
                     "pictures": PictureStore(
                         settings.pictures_dir, max_age=settings.picture_max_age
                     ),
+                    "read_cache": ReadCache(revisions, factory, settings.read_cache_bytes),
                     "publisher": publisher,
                     "event_retention": retention,
                 }
@@ -75,6 +80,7 @@ def create_catalog_app(settings: Settings | None = None) -> FastAPI:
                     # In a thread: a publish the relay waits for needs this loop to finish.
                     await asyncio.to_thread(relay.stop)
                 OUTBOX.forget(factory)
+                revisions.dispose()
                 engine.dispose()
 
     app = create_app(

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Index,
     MetaData,
     Numeric,
+    SmallInteger,
     String,
     func,
     text,
@@ -110,6 +111,19 @@ class CatalogItem(Base):
     type: Mapped[CatalogType] = relationship(lazy="raise")
 
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 (read once, by the mapper)
+
+
+class CatalogRevision(Base):
+    """One row: a number that goes up with every committed change to the rows the catalog's
+    reads show (items, brands, types). Triggers move it, deferred to COMMIT, in the writer's own
+    transaction (migration 0007), so no change, however it is made, can miss it; the read cache
+    serves what it holds only while the number is the one it was read at."""
+
+    __tablename__ = "catalog_revision"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger)
 
 
 class OutboxMessage(Base):

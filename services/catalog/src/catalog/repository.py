@@ -40,6 +40,7 @@ from catalog.models import (
     UQ_ITEM_NAME,
     CatalogBrand,
     CatalogItem,
+    CatalogRevision,
     CatalogType,
     OutboxMessage,
     ProcessedEvent,
@@ -235,6 +236,53 @@ def get_item_to_change(session: Session, item_id: int) -> CatalogItem | None:
     # Locked until the transaction ends: the If-Match check and the write see the same version
     # (a reservation or another admin waits), and two price changes get a price_version each.
     return session.get(CatalogItem, item_id, with_for_update=True)
+
+
+_REVISION = select(CatalogRevision.revision).where(CatalogRevision.id == 1)
+
+
+def make_revision_engine(settings: Settings) -> Engine:
+    """The engine the read cache asks for the revision through: every statement in autocommit
+    (no BEGIN and COMMIT around the one SELECT) and no pre-ping (which would double the round
+    trips of a cache hit); `catalog_revision` retries once on a connection the database dropped
+    instead. Its own pool, as large as the main one."""
+    return create_engine(
+        settings.database_url,
+        isolation_level="AUTOCOMMIT",
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout,
+        connect_args={
+            "connect_timeout": settings.db_connect_timeout,
+            "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
+            "application_name": "catalog-api",
+        },
+    )
+
+
+def catalog_revision(engine: Engine) -> int:
+    """The catalog's revision: moved by every committed change to items, brands and types.
+
+    One statement on its own, on `make_revision_engine`'s engine: it is the whole database cost
+    of a read the cache answers. A statement sees what a transaction begun after it would see, or
+    less. Raises DatabaseUnavailable and Overloaded as `transaction` does."""
+    for attempt in (1, 2):
+        try:
+            with engine.connect() as conn:
+                revision: int = conn.execute(_REVISION).scalar_one()
+                return revision
+        except PoolTimeoutError:
+            raise _pool_exhausted() from None
+        except DBAPIError as exc:
+            if not _database_unavailable(exc):
+                raise
+            if attempt == 1 and exc.connection_invalidated:
+                # A pooled connection the database dropped (it restarted): SQLAlchemy has
+                # invalidated the pool's connections, so the second attempt opens a new one.
+                continue
+            log.warning("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
+            raise DatabaseUnavailable() from exc
+    raise AssertionError("unreachable")
 
 
 def list_brands(session: Session) -> Sequence[CatalogBrand]:

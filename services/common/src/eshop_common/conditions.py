@@ -157,6 +157,34 @@ class Preconditions:
 NONE = Preconditions()
 
 
+def none_match(values: list[str], current: EntityTag) -> bool:
+    """Whether a GET's `If-None-Match` field lines match `current`, so the answer is
+    `304 Not Modified` (RFC 9110 §13.1.2): `*` matches any representation; a list matches when
+    one member has `current`'s opaque-tag, weak or strong (weak comparison, §8.8.3.2).
+
+    A value the grammar does not allow is ignored, as if the field were absent: the answer is
+    then the full 200, which is always a correct answer to a GET, whereas refusing the request
+    (400) would break a reader for the sake of an optimisation. (A write's If-Match is different:
+    ignoring it would write blind, so there it is a 400.)"""
+    if not values:
+        return False
+    try:
+        tags = parse_tag_list("If-None-Match", values)
+    except MalformedPrecondition:
+        return False
+    if tags is None:
+        return False
+    return tags == ANY or any(tag.opaque == current.opaque for tag in tags)
+
+
+def parse_entity_tag(value: str) -> EntityTag:
+    """An `ETag` field value (`"7"`, `W/"r12"`) as an EntityTag; ValueError if it is not one."""
+    match = ENTITY_TAG.fullmatch(value)
+    if match is None:
+        raise ValueError(f"not an entity tag: {value!r}")
+    return EntityTag(match.group(2), weak=match.group(1) is not None)
+
+
 def required_if_match(values: list[str], detail: str, **extensions: Any) -> Preconditions:
     """The If-Match of a write that must not be made blind: its field lines parsed, or
     ConditionRequired (428, RFC 6585 §3) when there are none, with `detail` saying where the
