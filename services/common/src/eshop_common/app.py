@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eshop_common import health, telemetry
 from eshop_common.auth import TokenVerifier
@@ -43,6 +44,28 @@ def _route_name(route: APIRoute) -> str:
     return route.name
 
 
+class HeadAsGet:
+    """HEAD answered as GET without the body (RFC 9110 §9.3.2: the same header fields as a GET,
+    Content-Length included). §9.1 asks every general-purpose server to support HEAD, and
+    FastAPI's routes accept only the methods they declare. Pure ASGI: the body is dropped as it
+    is sent, so a HEAD costs what a GET costs, no more."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def without_body(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, without_body)
+
+
 def create_app(
     *,
     app_id: str,
@@ -74,6 +97,7 @@ def create_app(
     )
     app.include_router(health.router)
     telemetry.install(app, app_id)
+    app.add_middleware(HeadAsGet)
     return app
 
 
