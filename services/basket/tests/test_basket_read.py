@@ -10,25 +10,19 @@ into a 500."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import httpx
 import redis
 
 from devstack.stack import DEMO_JWT_SECRET, Stack
-from devstack.testkit import new_product, sidecar_state
+from devstack.testkit import new_product, store_entry
 from devstack.testkit import unique_user as buyer
 from eshop_common.auth import mint_token
 
 
-def store(stack: Stack, key: str, value: Any) -> None:
-    with sidecar_state(stack) as state:
-        assert state.post("", json=[{"key": key, "value": value}]).status_code == 204
-
-
 def newer_price(stack: Stack, product_id: int, price: float) -> None:
     """A price entry as the catalog's price-change event leaves it, newer than any line's."""
-    store(stack, f"product-price:{product_id}", {
+    store_entry(stack, f"product-price:{product_id}", {
         "productId": product_id, "price": price, "priceVersion": 99,
         "eventId": str(uuid.uuid4()),
     })  # fmt: skip

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devstack.stack import DEMO_JWT_SECRET, Stack
-from devstack.testkit import SHIPPING, assert_problem, new_product, sidecar_state
+from devstack.testkit import SHIPPING, assert_problem, new_product, sidecar_state, store_entry
 from devstack.testkit import unique_user as buyer
 from eshop_common.auth import mint_token
 
@@ -30,11 +30,6 @@ ODD_BASKETS = st.one_of(
 )
 
 
-def store(stack: Stack, key: str, value: Any) -> None:
-    with sidecar_state(stack) as state:
-        assert state.post("", json=[{"key": key, "value": value}]).status_code == 204
-
-
 @settings(
     max_examples=25, deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -44,7 +39,7 @@ def test_a_stored_value_of_another_shape_is_a_409_problem_never_a_500(
     basket_stack: Stack, as_user, value: Any
 ):
     me = buyer()
-    store(basket_stack, me, value)
+    store_entry(basket_stack, me, value)
     client = as_user(me)
     read = client.get("/api/basket")
     if read.status_code == 200:  # a value that happens to be a basket of this buyer's
@@ -57,7 +52,7 @@ def test_a_stored_value_of_another_shape_is_a_409_problem_never_a_500(
 def test_put_or_delete_replaces_an_unreadable_basket(basket_stack: Stack, as_user, products):
     for replace in ("put", "delete"):
         me = buyer()
-        store(basket_stack, me, {"buyerId": "someone-else", "items": []})
+        store_entry(basket_stack, me, {"buyerId": "someone-else", "items": []})
         client = as_user(me)
         problem = assert_problem(client.get("/api/basket"), 409)
         assert problem["type"].endswith("/unreadable-basket")
@@ -77,7 +72,7 @@ def test_a_basket_saved_by_the_first_schema_version_is_migrated_on_read(
 ):
     me, old_checkout = buyer(), str(uuid.uuid4())
     product = products[0]
-    store(basket_stack, me, {
+    store_entry(basket_stack, me, {
         "buyerId": me, "revision": str(uuid.uuid4()), "checkouts": [old_checkout],
         "items": [{"productId": product["id"], "productName": product["name"],
                    "unitPrice": product["price"], "quantity": 1}],
@@ -99,7 +94,7 @@ def test_a_stored_line_the_api_could_not_have_written_makes_the_basket_unreadabl
 ):
     me, product = buyer(), products[0]
     line = {"productId": product["id"], "productName": "x", "unitPrice": 1, "quantity": -3}
-    store(basket_stack, me, {"schemaVersion": 2, "buyerId": me, "items": [line]})
+    store_entry(basket_stack, me, {"schemaVersion": 2, "buyerId": me, "items": [line]})
     client = as_user(me)
     assert_problem(client.get("/api/basket"), 409)
     assert_problem(client.post("/api/basket/checkout", json={"shipping": SHIPPING}), 409)
@@ -130,6 +125,6 @@ def test_an_unreadable_price_entry_is_taken_as_none(basket_stack: Stack, as_user
     item = new_product(basket_stack, price=7.0)
     client = as_user(buyer())
     client.post("/api/basket/items", json={"productId": item["id"]})
-    store(basket_stack, f"product-price:{item['id']}", {"price": "x"})
+    store_entry(basket_stack, f"product-price:{item['id']}", {"price": "x"})
     (line,) = client.get("/api/basket").json()["items"]
     assert line["unitPrice"] == 7.0

@@ -138,3 +138,11 @@ def sidecar_state(stack: Stack, app_id: str = "basket-api") -> httpx.Client:
         base_url=f"{stack.dapr_url(app_id)}/v1.0/state/statestore",
         headers={"dapr-api-token": DEMO_DAPR_API_TOKEN}, timeout=10,
     )  # fmt: skip
+
+
+def store_entry(stack: Stack, key: str, value: Any, app_id: str = "basket-api") -> None:
+    """Save `value` under `key` straight through the app's sidecar, past the service: what a
+    test that plants a stored value (odd, old or newer than the service wrote) needs."""
+    with sidecar_state(stack, app_id) as state:
+        resp = state.post("", json=[{"key": key, "value": value}])
+    assert resp.status_code == 204, resp.text
