@@ -307,8 +307,9 @@ class BasketService:
         stored = self._basket(buyer_id, entry.value)
         self._lines_seen[buyer_id] = tuple(item.product_id for item in stored.items)
         self._send_outbox(stored)  # what a crashed checkout left unsent
-        basket = await self._with_current_prices(stored.model_copy(deep=True), entries)
-        self._remember_unavailable(stored, basket)
+        flagged = _unavailable_lines(stored)
+        basket = await self._with_current_prices(stored, entries)
+        self._remember_unavailable(basket, flagged)
         return basket, basket.revision if entry.value is not None else None
 
     async def add_item(
@@ -748,9 +749,10 @@ class BasketService:
     async def _checkout_event(
         self, request_id: str, basket: Basket, shipping: Shipping
     ) -> UserCheckoutAccepted:
+        flagged = _unavailable_lines(basket)
         priced = await self._with_current_prices(basket.model_copy(deep=True))
         if gone := [i.product_id for i in priced.items if i.unavailable]:
-            self._remember_unavailable(basket, priced)
+            self._remember_unavailable(priced, flagged)
             raise _unavailable(gone)
         lines = [
             CheckoutLine(
@@ -967,13 +969,13 @@ class BasketService:
                 except ETagMismatch:
                     continue
 
-    def _remember_unavailable(self, stored: Basket, read: Basket) -> None:
+    def _remember_unavailable(self, read: Basket, flagged: frozenset[int]) -> None:
         """Write onto the stored lines what a read learnt from the tombstones: the product is
-        gone. The line then stays unavailable after the tombstone expires, however long the
-        basket is kept alive by later writes. In the background, keeping the revision (what a
-        client sees does not change); if it fails, the next read tries again."""
-        flagged = {i.product_id for i in stored.items if i.unavailable}
-        learnt = {i.product_id for i in read.items if i.unavailable} - flagged
+        gone (`flagged`: the lines stored as unavailable already). The line then stays
+        unavailable after the tombstone expires, however long the basket is kept alive by later
+        writes. In the background, keeping the revision (what a client sees does not change); if
+        it fails, the next read tries again."""
+        learnt = _unavailable_lines(read) - flagged
         if not learnt:
             return
 
@@ -983,7 +985,7 @@ class BasketService:
                 line.unavailable = True
             return basket if lines else None
 
-        task = asyncio.create_task(self._amend(stored.buyer_id, flag))
+        task = asyncio.create_task(self._amend(read.buyer_id, flag))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(_log_failure)
@@ -1162,6 +1164,11 @@ def _checked_quantity(quantity: int) -> int:
             errors=[{"field": "quantity", "in": "body", "message": "quantity too large"}],
         )
     return quantity
+
+
+def _unavailable_lines(basket: Basket) -> frozenset[int]:
+    """The product ids of `basket`'s lines marked unavailable."""
+    return frozenset(i.product_id for i in basket.items if i.unavailable)
 
 
 def _line(basket: Basket, product_id: int) -> BasketItem:
