@@ -40,7 +40,8 @@ async def lifespan(_: FastAPI) -> AsyncIterator[State]:
         freeze_startup_objects()
         yield {"sidecar": sidecar, "baskets": baskets}
         sweeper.cancel()
-        await baskets.close()
+        await asyncio.gather(sweeper, return_exceptions=True)
+        await baskets.close()  # before the client closes: nothing of the service outlives it
 
 
 async def readiness(request: Request) -> None:

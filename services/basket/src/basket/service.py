@@ -740,8 +740,10 @@ class BasketService:
                 log.exception("Outbox sweep failed")
 
     async def close(self) -> None:
-        """Stop the background publishing; what it had not sent stays in the outboxes."""
-        tasks = list(self._sending.values())
+        """Stop the background work (publishing, amending lines, product lookups) and wait for
+        it to end; what was not sent stays in the outboxes, what was not amended is amended by
+        the next read."""
+        tasks = [*self._sending.values(), *self._tasks]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

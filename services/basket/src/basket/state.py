@@ -184,12 +184,26 @@ class DaprSidecar:
     async def catalog_items(self, ids: list[int]) -> list[dict[str, Any]]:
         """Current catalog data for `ids` by service invocation; unknown ids are left out.
         Raises CatalogUnavailable or SidecarUnavailable (503)."""
-        resp = await self._sidecar.invoke(
-            self._catalog, "api/catalog/items/by-ids", query={"ids": ",".join(map(str, ids))}
-        )
+        try:
+            resp = await self._sidecar.invoke(
+                self._catalog, "api/catalog/items/by-ids", query={"ids": ",".join(map(str, ids))}
+            )
+        except SidecarUnavailable as exc:
+            # Timed out: the sidecar took the call, and the catalog behind it (retried by the
+            # sidecar's resiliency policy) did not answer in time.
+            if exc.timed_out:
+                raise CatalogUnavailable("The catalog did not answer in time.") from None
+            raise
         if resp.status != 200:
             raise CatalogUnavailable(f"The catalog could not be asked ({resp.dapr_error()}).")
-        items: list[dict[str, Any]] = resp.json()
+        try:
+            items = resp.json()
+        except (ValueError, UnicodeDecodeError):
+            items = None
+        if not isinstance(items, list) or not all(
+            isinstance(item, dict) and isinstance(item.get("id"), int) for item in items
+        ):
+            raise CatalogUnavailable("The catalog's answer was not a list of items.")
         return items
 
     async def is_ready(self) -> bool:

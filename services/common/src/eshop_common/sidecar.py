@@ -35,6 +35,7 @@ from urllib.parse import quote, urlencode
 import aiohttp
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from yarl import URL
 
 from eshop_common.problems import ServiceUnavailable
 
@@ -63,8 +64,8 @@ class SidecarSettings(BaseSettings):
     dapr_host: str = "127.0.0.1"
     dapr_http_port: int = 3500
     dapr_api_token: SecretStr | None = None
-    # Upper bound, in seconds, for connecting and for each read of one call through the sidecar;
-    # the sidecar's resiliency policy (or the called app's sidecar) retries inside it.
+    # Upper bound, in seconds, for one call through the sidecar as a whole; the sidecar's
+    # resiliency policy (or the called app's sidecar) retries inside it.
     dapr_timeout_seconds: float = 5.0
 
     @property
@@ -146,15 +147,42 @@ class StateEntry:
     etag: str | None
 
 
+# Integers beyond this lose digits on the way: daprd decodes a JSON value into float64 (RFC 8259
+# §6: numbers outside [-(2**53)+1, (2**53)-1] are not interoperable exactly).
+EXACT_INTEGER_MAX = 2**53 - 1
+
+
 def json_body(value: Any) -> bytes:
-    """Compact UTF-8 JSON; NaN and infinities are refused (ValueError), as JSON has none."""
+    """Compact UTF-8 JSON. Raises ValueError for what JSON, or the sidecar, cannot carry as it
+    is: NaN and infinities (JSON has none), integers beyond ±EXACT_INTEGER_MAX (the sidecar
+    would store them rounded, silently)."""
+    _check_exact_integers(value)
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _check_exact_integers(value: Any) -> None:
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+        elif isinstance(item, int) and not -EXACT_INTEGER_MAX <= item <= EXACT_INTEGER_MAX:
+            raise ValueError(f"{item} is beyond the integers JSON carries exactly (RFC 8259 §6)")
 
 
 def segment(key: str) -> str:
     """`key` as one URL path segment. Percent-encoded, so no key can add a segment or a query.
     `+` too: daprd reads a `+` in the key segment as a space, so `a+b` would be saved (the key
-    travels in the body) but read back as `a b`. `:` and `@` stay as they are."""
+    travels in the body) but read back as `a b`. `:` and `@` stay as they are. A key of `.` or
+    `..` goes as `%2E` or `%2E%2E`, which names the key instead of a dot segment (RFC 3986
+    §5.2.4); request() sends the URL as it is, without normalising it. Raises ValueError for
+    the empty key, which names no entry."""
+    if key in (".", ".."):
+        return key.replace(".", "%2E")
+    if not key:
+        raise ValueError("a state key cannot be empty")
     return quote(key, safe=":@")
 
 
@@ -163,8 +191,9 @@ class Sidecar:
     lifespan): the session opens on enter and closes on exit.
 
     `owner` names the service in error details ("The basket's Dapr sidecar did not answer in
-    time."). `timeout_seconds` bounds connecting (waiting for a pooled connection included) and
-    each read of the answer, not the whole call: a large answer that keeps coming is not cut."""
+    time."). `timeout_seconds` bounds each call as a whole, from waiting for a pooled connection
+    to the last byte of the answer: an answer that comes a byte at a time cannot hold a call (and
+    the request behind it) for longer."""
 
     def __init__(
         self,
@@ -177,11 +206,9 @@ class Sidecar:
         self._base_url = base_url
         self._owner = owner
         self._headers = {"dapr-api-token": api_token} if api_token else {}
-        # Each phase (waiting for a pooled connection, connecting, each read) has its own limit.
         self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=timeout_seconds, sock_connect=CONNECT_TIMEOUT_SECONDS,
-            sock_read=timeout_seconds,
-        )  # fmt: skip
+            total=timeout_seconds, sock_connect=CONNECT_TIMEOUT_SECONDS
+        )
         self._health_timeout = aiohttp.ClientTimeout(total=HEALTH_TIMEOUT_SECONDS)
         self._session: aiohttp.ClientSession | None = None
 
@@ -224,14 +251,16 @@ class Sidecar:
         headers: Mapping[str, str] | None = None,
         limit: aiohttp.ClientTimeout | None = None,
     ) -> SidecarReply:
-        """One request to the sidecar: `url` is the path and query (`/v1.0/...`). Returns the
-        answer whatever its status; `limit` replaces the client's timeouts for this call.
-        Raises SidecarUnavailable (503) when the sidecar refuses, drops or does not answer in
-        time."""
-        assert self._session is not None, "use Sidecar as an async context manager"
+        """One request to the sidecar: `url` is the path and query (`/v1.0/...`), already
+        percent-encoded (segment(), urlencode()); it is sent as it is. Returns the answer
+        whatever its status; `limit` replaces the client's timeouts for this call. Raises
+        SidecarUnavailable (503) when the sidecar refuses, drops or does not answer in time, or
+        when this client is not open (before the lifespan opened it, after it closed it)."""
+        if self._session is None:
+            raise SidecarUnavailable(f"The {self._owner}'s Dapr sidecar client is not open.")
         try:
             async with self._session.request(
-                method, self._base_url + url, data=content, headers=headers,
+                method, URL(self._base_url + url, encoded=True), data=content, headers=headers,
                 timeout=limit or self._timeout,
             ) as resp:  # fmt: skip
                 return SidecarReply(resp.status, await resp.read(), resp.headers)
@@ -284,10 +313,14 @@ class Sidecar:
             items = resp.json()
         except ValueError:
             return {key: await self.get_state(store, key) for key in keys}
+        if not isinstance(items, list) or not all(
+            isinstance(item, dict) and isinstance(item.get("key"), str) for item in items
+        ):
+            raise DaprError(resp.status, "the bulk answer is not a list of {key, ...} items")
         entries: dict[str, StateEntry] = {}
         for item in items:
             if item.get("error"):
-                raise DaprError(resp.status, item["error"])
+                raise DaprError(resp.status, str(item["error"]))
             entries[item["key"]] = StateEntry(item.get("data"), item.get("etag"))
         return entries
 

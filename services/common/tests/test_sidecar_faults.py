@@ -1,10 +1,12 @@
-"""Adversarial tests of the shared sidecar client (eshop_common.sidecar): keys that reach the URL,
-sidecars that misbehave on the wire (slow, dripping, closing, odd answers), cancellation and
-the pool. Each test states the behaviour the client promises in its docstrings."""
+"""The shared sidecar client (eshop_common.sidecar) against what an adversarial review tried: keys
+that reach the URL, sidecars that misbehave on the wire (slow, dripping, closing, odd answers),
+cancellation and the pool, values the sidecar would change. Each test states the behaviour the
+client promises; those named after a fault failed before its fix."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -12,13 +14,18 @@ from typing import TypeVar
 
 import pytest
 from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
 
 from devstack.stack import Stack
 from eshop_common.sidecar import (
+    EXACT_INTEGER_MAX,
     DaprError,
     Sidecar,
     SidecarUnavailable,
     StateEntry,
+    json_body,
+    segment,
 )
 
 T = TypeVar("T")
@@ -59,22 +66,22 @@ async def fake_sidecar(
 
 @pytest.mark.parametrize("odd", [".", ".."])
 def test_a_dot_segment_key_reads_and_deletes_its_own_entry(sidecar: Sidecar, odd: str) -> None:
-    """`segment()` promises that "no key can add a segment or a query"; a key of "." or ".." is
-    sent unencoded, and the URL library removes it as a dot segment (RFC 3986 §5.2.4), so the
-    read goes to `/v1.0/state/statestore/` or `/v1.0/state/` instead of the key that was
-    saved (the save carries the key in the body and succeeds). The client must read back what
+    """`segment()` promises that "no key can add a segment or a query". A key of "." or ".."
+    went unencoded, and the URL library removed it as a dot segment (RFC 3986 §5.2.4), so the
+    read went to `/v1.0/state/statestore/` or `/v1.0/state/` instead of the key that was
+    saved (the save carries the key in the body and succeeded). The client must read back what
     it saved (or refuse the key before any call), never ask the sidecar for another URL."""
 
     async def use(dapr: Sidecar) -> tuple[StateEntry | BaseException, ...]:
         await dapr.save_state(STORE, odd, {"odd": odd})
         try:
             read: StateEntry | BaseException = await dapr.get_state(STORE, odd)
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:
             read = exc
         try:
             await dapr.delete_state(STORE, odd)
             after: StateEntry | BaseException = await dapr.get_state(STORE, odd)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             after = exc
         return read, after
 
@@ -90,9 +97,9 @@ def test_a_dot_segment_key_reads_and_deletes_its_own_entry(sidecar: Sidecar, odd
 
 def test_a_sidecar_that_drips_its_answer_does_not_hold_a_call_forever() -> None:
     """A sidecar (or the app behind an invocation) that sends the headers and then one byte of
-    the body every 0.3 s never trips the 0.5 s per-read timeout, and there is no overall limit
-    (`total=None`), so the call waits as long as the drip lasts: the service's client hangs
-    instead of getting a 503 in bounded time (ADVERSARY.md "Overload and outage": answer in
+    the body every 0.3 s never tripped the 0.5 s per-read timeout, and there was no overall
+    limit, so the call waited as long as the drip lasted: the service's client hung instead
+    of getting a 503 in bounded time (ADVERSARY.md "Overload and outage": answer in
     bounded time). Here the drip lasts 20 s; the call must end well before."""
 
     async def drip(request: web.Request) -> web.StreamResponse:
@@ -111,7 +118,7 @@ def test_a_sidecar_that_drips_its_answer_does_not_hold_a_call_forever() -> None:
                 start = time.monotonic()
                 try:
                     await asyncio.wait_for(dapr.get_state(STORE, "k"), timeout=6)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     return time.monotonic() - start, None
                 except SidecarUnavailable as exc:
                     return time.monotonic() - start, exc
@@ -126,7 +133,7 @@ def test_a_sidecar_that_drips_its_answer_does_not_hold_a_call_forever() -> None:
 
 def test_a_bulk_answer_of_unexpected_json_is_a_dapr_error_not_a_crash() -> None:
     """get_bulk_state promises to raise DaprError or SidecarUnavailable. A 200 answer whose
-    JSON is not a list of objects (a proxy's JSON, `null`, an object) escapes as TypeError /
+    JSON is not a list of objects (a proxy's JSON, `null`, an object) escaped as TypeError /
     AttributeError, which the basket's error mapping does not catch: a bare 500 to the
     client instead of a 503 problem."""
 
@@ -146,7 +153,7 @@ def test_a_bulk_answer_of_unexpected_json_is_a_dapr_error_not_a_crash() -> None:
                         await dapr.get_bulk_state(STORE, ["a", "b"])
                     except (DaprError, SidecarUnavailable):
                         pass
-                    except Exception as exc:  # noqa: BLE001
+                    except Exception as exc:
                         escaped.append(f"{body!r}: {type(exc).__name__}: {exc}")
                     else:
                         escaped.append(f"{body!r}: accepted")
@@ -174,9 +181,7 @@ def test_cancelled_calls_leak_no_connection() -> None:
         try:
             async with Sidecar(url, owner="test", timeout_seconds=1) as dapr:
                 for _ in range(3):
-                    tasks = [
-                        asyncio.create_task(dapr.get_state(STORE, "slow")) for _ in range(120)
-                    ]
+                    tasks = [asyncio.create_task(dapr.get_state(STORE, "slow")) for _ in range(120)]
                     await asyncio.sleep(0.2)
                     for task in tasks:
                         task.cancel()
@@ -207,7 +212,7 @@ def test_a_sidecar_that_closes_mid_answer_is_sidecar_unavailable() -> None:
             async with Sidecar(url, owner="test", timeout_seconds=2) as dapr:
                 try:
                     await dapr.get_state(STORE, "k")
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     return exc
                 return None
         finally:
@@ -230,7 +235,7 @@ def test_garbage_instead_of_http_is_sidecar_unavailable() -> None:
             async with Sidecar(f"http://127.0.0.1:{port}", owner="t", timeout_seconds=2) as d:
                 try:
                     await d.publish("pubsub", "t", {})
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     return exc
                 return None
         finally:
@@ -250,7 +255,7 @@ def test_a_call_after_close_is_sidecar_unavailable_not_an_assertion() -> None:
             pass
         try:
             await dapr.publish("pubsub", "t", {})
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             return exc
         return None
 
@@ -262,9 +267,9 @@ def test_a_call_after_close_is_sidecar_unavailable_not_an_assertion() -> None:
 
 
 def test_an_integer_beyond_2_53_is_kept_or_refused_never_silently_changed(sidecar: Sidecar) -> None:
-    """save_state sends the exact integer (json_body), daprd decodes the value into a float64
-    and stores the rounded number: 9007199254740993 is read back as 9007199254740992, 2**70 as
-    1.1805916207174113e+21, with no error. json_body already refuses what JSON cannot carry
+    """daprd decodes a saved value into float64 and stores the rounded number:
+    9007199254740993 was read back as 9007199254740992, 2**70 as 1.1805916207174113e+21, with
+    no error. json_body already refuses what JSON cannot carry
     (NaN); an integer the sidecar cannot carry must be refused the same way (ValueError) rather
     than stored changed (RFC 8259 §6: beyond 2**53 numbers lose interoperable precision)."""
     name = f"adv-int-{uuid.uuid4().hex[:8]}"
@@ -279,3 +284,31 @@ def test_an_integer_beyond_2_53_is_kept_or_refused_never_silently_changed(sideca
 
     read = run_with(sidecar, use)
     assert read is None or read.value == value, f"saved {value}, read back {read.value}"
+
+
+@given(
+    st.recursive(st.integers(), lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner))
+)
+def test_json_body_sends_every_integer_exactly_or_refuses_it(value: object) -> None:
+    """Generated values: json_body either refuses (an integer beyond ±(2**53 - 1) somewhere in
+    it) or sends text that float64 parsing, as daprd does, reads back unchanged."""
+
+    def exact(v: object) -> bool:
+        if isinstance(v, dict):
+            return all(exact(x) for x in v.values())
+        if isinstance(v, list):
+            return all(exact(x) for x in v)
+        return isinstance(v, int) and abs(v) <= EXACT_INTEGER_MAX
+
+    try:
+        body = json_body(value)
+    except ValueError:
+        assert not exact(value)
+        return
+    assert exact(value)
+    assert json.loads(body, parse_int=float) == value
+
+
+def test_the_empty_key_is_refused_before_any_call() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        segment("")

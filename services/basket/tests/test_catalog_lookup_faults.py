@@ -1,5 +1,8 @@
-"""Adversarial tests of the basket's layer over the shared sidecar client (basket.state): which
-hop a failure names, and what reaches a client."""
+"""The basket's product lookups (basket.state.DaprSidecar.catalog_items) name the hop that
+failed: a catalog that is slow, hung or answers something other than JSON items is
+`/problems/catalog-unavailable` (docs/08-resilience.md, "What the basket does when something is
+down"), never the sidecar's problem and never a 500. Found by an adversarial review; each test
+failed before its fix."""
 
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ def _catalog_lookup_error(handler, timeout: float) -> BaseException | None:  # t
                 )  # fmt: skip
                 try:
                     await dapr.catalog_items([1, 2])
-                except BaseException as exc:  # noqa: BLE001
+                except BaseException as exc:
                     return exc
                 return None
         finally:
@@ -51,12 +54,10 @@ def _catalog_lookup_error(handler, timeout: float) -> BaseException | None:  # t
 
 def test_a_catalog_slower_than_the_client_timeout_is_catalog_unavailable() -> None:
     """The sidecar is there and answers its own API; the catalog behind the invocation is slow
-    (the basket's resiliency policy for catalog-api is a 2 s timeout with 3 retries, up to
-    ~10 s in all, longer than the basket's 5 s client timeout). state.py promises that "each
-    failure names the hop that failed", docs/08-resilience.md that a failing catalog is
-    `/problems/catalog-unavailable`; catalog_items lets the client's SidecarUnavailable
-    (timed_out) through, so the client reads "The basket's Dapr sidecar did not answer in time"
-    (`/problems/sidecar-unavailable`)."""
+    (the basket's resiliency policy for catalog-api, a 2 s timeout with 3 retries, can take
+    ~10 s in all, longer than the basket's 5 s client timeout). Before the fix the client's
+    timeout came through as "The basket's Dapr sidecar did not answer in time"
+    (`/problems/sidecar-unavailable`), blaming a sidecar that was up."""
 
     async def slow_catalog(request: web.Request) -> web.Response:
         if request.path.startswith("/v1.0/invoke/"):
@@ -68,9 +69,9 @@ def test_a_catalog_slower_than_the_client_timeout_is_catalog_unavailable() -> No
 
 
 def test_a_catalog_answer_that_is_not_json_is_catalog_unavailable() -> None:
-    """catalog_items promises CatalogUnavailable or SidecarUnavailable (503). A 200 whose body
-    is not JSON (an HTML page from something between, an empty body) escapes as
-    JSONDecodeError: the basket's client gets a bare 500 instead of a 503 problem."""
+    """catalog_items raises CatalogUnavailable or SidecarUnavailable (503) only. A 200 whose
+    body is not JSON (an HTML page from something in between) escaped as JSONDecodeError: a
+    bare 500 for the basket's client."""
 
     async def html(request: web.Request) -> web.Response:
         return web.Response(status=200, text="<html>maintenance</html>", content_type="text/html")
@@ -94,9 +95,8 @@ def test_a_hung_catalog_reads_as_catalog_unavailable_to_a_client(
     basket_stack: Stack, as_user, products, catalog_paused
 ) -> None:
     """docs/08-resilience.md, "What the basket does when something is down": the catalog
-    failing while adding an item gives `503 /problems/catalog-unavailable`. With the catalog
-    hung, the client gets `/problems/sidecar-unavailable` ("The basket's Dapr sidecar did not
-    answer in time"), blaming a sidecar that is up and ready."""
+    failing while adding an item gives `503 /problems/catalog-unavailable`, here with the
+    catalog app hung (SIGSTOP) and its sidecar up and ready."""
     client = as_user(buyer())
     started = time.monotonic()
     resp = client.post("/api/basket/items", json={"productId": products[-1]["id"], "quantity": 1})
