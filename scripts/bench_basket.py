@@ -43,6 +43,7 @@ import argparse
 import asyncio
 import io
 import itertools
+import json
 import os
 import platform
 import re
@@ -56,6 +57,7 @@ import textwrap
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -88,16 +90,21 @@ BASELINE_CODE = {"services/basket/src": "basket", "services/common/src": "eshop_
 CONTENTION_CLIENTS, CONTENTION_ADDS = 20, 50
 TICK = os.sysconf("SC_CLK_TCK")
 
-Op = Callable[[int], Awaitable[bool]]
+# One request; None when it succeeded, else what it got ("503 /problems/overloaded", ...).
+Op = Callable[[int], Awaitable[str | None]]
 
 
 # -- load -----------------------------------------------------------------------------------------
 @dataclass
 class Run:
     latencies: list[float] = field(default_factory=list)  # seconds
-    errors: int = 0
+    failures: Counter[str] = field(default_factory=Counter)  # what failed requests got, counted
     elapsed: float = 0.0
     cpu: dict[str, float] = field(default_factory=dict)  # share of one core, per process group
+
+    @property
+    def errors(self) -> int:
+        return sum(self.failures.values())
 
     @property
     def rps(self) -> float:
@@ -111,6 +118,13 @@ class Run:
         return ordered[rank] * 1000
 
 
+async def attempt(op: Op, i: int) -> str | None:
+    try:
+        return await op(i)
+    except Exception as exc:
+        return f"{type(exc).__name__}"
+
+
 async def open_loop(op: Op, rate: float, seconds: float) -> Run:
     """Start request i at t0 + i/rate, whatever happened to earlier ones."""
     loop = asyncio.get_running_loop()
@@ -118,12 +132,10 @@ async def open_loop(op: Op, rate: float, seconds: float) -> Run:
     done = asyncio.Event()
 
     async def one(i: int, scheduled: float) -> None:
-        try:
-            ok = await op(i)
-        except Exception:
-            ok = False
+        failed = await attempt(op, i)
         run.latencies.append(time.perf_counter() - scheduled)
-        run.errors += not ok
+        if failed:
+            run.failures[failed] += 1
 
     def start(i: int, scheduled: float) -> None:
         task = loop.create_task(one(i, scheduled))
@@ -155,12 +167,10 @@ async def closed_loop(op: Op, connections: int, seconds: float) -> Run:
 
     async def client() -> None:
         while (started := time.perf_counter()) < deadline:
-            try:
-                ok = await op(next(counter))
-            except Exception:
-                ok = False
+            failed = await attempt(op, next(counter))
             run.latencies.append(time.perf_counter() - started)
-            run.errors += not ok
+            if failed:
+                run.failures[failed] += 1
 
     t0 = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(connections)))
@@ -365,39 +375,41 @@ def make_ops(
     gets, posts, products = bench.get_buyers, bench.post_buyers, bench.products
     untraced = bench.other_baskets["basket GET, tracing off"]
 
-    async def fetch(method: str, url: str, headers: dict[str, str], json: object = None) -> bool:
+    async def fetch(
+        method: str, url: str, headers: dict[str, str], json: object = None
+    ) -> str | None:
         async with session.request(method, url, headers=headers, json=json) as resp:
-            await resp.read()
-            return resp.status == 200
+            return failure(resp.status, await resp.read())
 
-    async def redis_hget(i: int) -> bool:
-        return await store.hget(f"basket-api||{gets[i % GET_BUYERS]}", "data") is not None
+    async def redis_hget(i: int) -> str | None:
+        found = await store.hget(f"basket-api||{gets[i % GET_BUYERS]}", "data")
+        return None if found is not None else "no value"
 
-    async def sidecar_get(i: int) -> bool:
+    async def sidecar_get(i: int) -> str | None:
         url = f"{dapr}/v1.0/state/statestore/{gets[i % GET_BUYERS]}"
         return await fetch("GET", url, dapr_headers)
 
     def sidecar_get_with(client: httpx.AsyncClient) -> Op:
         # The same call through httpx: what the service's sidecar client would cost with it.
-        async def op(i: int) -> bool:
+        async def op(i: int) -> str | None:
             resp = await client.get(f"/v1.0/state/statestore/{gets[i % GET_BUYERS]}")
-            return resp.status_code == 200
+            return failure(resp.status_code, resp.content)
 
         return op
 
-    async def sidecar_get_sdk(i: int) -> bool:
+    async def sidecar_get_sdk(i: int) -> str | None:
         # The same read through the Dapr SDK's asyncio gRPC client (GetState over gRPC).
         resp = await sdk.get_state("statestore", gets[i % GET_BUYERS])
-        return bool(resp.data)
+        return None if resp.data else "no value"
 
     def basket_get(base: str) -> Op:
-        async def op(i: int) -> bool:
+        async def op(i: int) -> str | None:
             return await fetch("GET", f"{base}/api/basket", bench.tokens[gets[i % GET_BUYERS]])
 
         return op
 
     def basket_post(base: str) -> Op:
-        async def op(i: int) -> bool:
+        async def op(i: int) -> str | None:
             buyer = posts[i % POST_BUYERS]
             body = {"productId": products[(i // POST_BUYERS) % len(products)], "quantity": 1}
             return await fetch("POST", f"{base}/api/basket/items", bench.tokens[buyer], body)
@@ -471,7 +483,7 @@ async def measure(bench: Bench, meter: CpuMeter, args: argparse.Namespace) -> di
                 saturated = await metered(
                     meter, partial(closed_loop, op, args.connections, args.seconds), args.attempts
                 )
-                saturated.errors += warm.errors  # a hop's errors count its warm-up too
+                saturated.failures.update(warm.failures)  # a hop's errors count its warm-up too
                 below = None
                 if saturated.rps < 2 * args.rate:
                     rate = max(10.0, round(saturated.rps / 2, -1))
@@ -538,8 +550,8 @@ async def contention(bench: Bench, urls: list[str]) -> Contention:
             for _ in range(CONTENTION_ADDS):
                 started = time.perf_counter()
                 async with session.post(url, json={"productId": products[n]}) as resp:
-                    await resp.read()
-                    run.errors += resp.status != 200
+                    if failed := failure(resp.status, await resp.read()):
+                        run.failures[failed] += 1
                 run.latencies.append(time.perf_counter() - started)
 
         t0 = time.perf_counter()
@@ -591,16 +603,42 @@ def progress(name: str, hop: Hop) -> str:
     line = (
         f"{name:<40} saturated p50 {s.ms(50):6.2f} p99 {s.ms(99):6.2f} ms {s.rps:6.0f}/s | "
         f"open p50 {o.ms(50):7.2f} p99 {o.ms(99):8.2f} ms {o.rps:4.0f}/s | "
-        f"errors {s.errors + o.errors} | others' CPU {s.cpu[OTHERS] * 100:.0f}%, "
+        f"errors {errors_text(s, o)} | others' CPU {s.cpu[OTHERS] * 100:.0f}%, "
         f"{o.cpu[OTHERS] * 100:.0f}%"
     )
     if hop.below_capacity:
         rate, b = hop.below_capacity
-        line += f" | at {rate:g}/s: p50 {b.ms(50):.2f} p99 {b.ms(99):.2f} ms, errors {b.errors}"
+        line += (
+            f" | at {rate:g}/s: p50 {b.ms(50):.2f} p99 {b.ms(99):.2f} ms, errors {errors_text(b)}"
+        )
     return line
 
 
+def failure(status: int, body: bytes) -> str | None:
+    """None for a 200; else the status, with the problem type of an RFC 9457 answer."""
+    if status == 200:
+        return None
+    try:
+        kind = json.loads(body).get("type", "")
+    except (ValueError, AttributeError):
+        kind = ""
+    return f"{status} {kind}".strip()
+
+
 # -- report ---------------------------------------------------------------------------------------
+def errors_text(*runs: Run) -> str:
+    """`0`, or the count with what the failed requests got: `505 (503 /problems/overloaded)`."""
+    failures: Counter[str] = Counter()
+    for run in runs:
+        failures.update(run.failures)
+    if not failures:
+        return "0"
+    kinds = ", ".join(
+        f"{kind}: {n}" if len(failures) > 1 else kind for kind, n in failures.most_common()
+    )
+    return f"{failures.total()} ({kinds})"
+
+
 def fmt(value: float, digits: int = 2) -> str:
     return f"{value:,.{digits}f}"
 
@@ -641,7 +679,7 @@ def report(
         o, s = h.opened, h.saturated
         rows.append(
             f"| {name} | {fmt(o.ms(50))} | {fmt(o.ms(99))} | {fmt(o.rps, 0)} "
-            f"| {fmt(s.ms(50))} | {fmt(s.ms(99))} | {fmt(s.rps, 0)} | {o.errors + s.errors} |"
+            f"| {fmt(s.ms(50))} | {fmt(s.ms(99))} | {fmt(s.rps, 0)} | {errors_text(o, s)} |"
         )
     parts = ["\n".join(rows)]
 
@@ -658,7 +696,7 @@ def report(
         ]
         for name, (r, run) in below:
             lines.append(
-                f"| {name} | {r:g}/s | {fmt(run.ms(50))} | {fmt(run.ms(99))} | {run.errors} |"
+                f"| {name} | {r:g}/s | {fmt(run.ms(50))} | {fmt(run.ms(99))} | {errors_text(run)} |"
             )
         parts.append("\n".join(lines))
 
