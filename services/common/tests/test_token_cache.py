@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime
 
 import jwt
+import jwt.api_jwt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -146,3 +148,99 @@ def test_threads_sharing_a_verifier_each_get_their_own_user():
         thread.join()
     assert not errors
     assert not wrong
+
+
+def _sleep_until(moment: float) -> None:
+    while (left := moment - time.time()) > 0:
+        time.sleep(left)
+
+
+def test_a_fractional_exp_is_judged_as_pyjwt_judges_it():
+    """RFC 7519 §2 lets `exp` have a fraction; PyJWT compares `int(exp) <= now - leeway`. The
+    memory compared `now < exp + leeway` with the fraction kept, so for the last fraction of a
+    second a fresh verifier said 401 expired and the remembering one a user (found by an
+    adversarial review). Real clock, default leeway (5 s), no mocks."""
+    whole = int(time.time()) - 4  # int(exp) + leeway = the next whole second: valid now
+    token = sign(valid_claims("alice") | {"exp": whole + 0.99}, SECRET)
+    remembering = TokenVerifier(SECRET)
+    assert remembering.verify(token).id == "alice"  # remembered while both agree
+    _sleep_until(whole + 5 + 0.05)  # past int(exp) + leeway, before exp + leeway
+    full = outcome(TokenVerifier(SECRET), token)
+    assert full == "401 The bearer token has expired."  # the control: the full check refuses
+    assert outcome(remembering, token) == full
+
+
+def test_an_exp_beyond_float_range_is_a_user_or_401_never_an_error():
+    """A correctly signed token whose `exp` is an integer too big for a float (JSON numbers have
+    no size limit, RFC 8259 §6; `Claims` takes any StrictInt and PyJWT's int() takes it too)
+    raised OverflowError from a `float(claims.exp)`: a 500. Any token is a user or a 401."""
+    token = sign(valid_claims("alice") | {"exp": 10**400}, SECRET)
+    assert outcome(TokenVerifier(SECRET), token) in (
+        User(id="alice", roles=frozenset({"admin"})),
+        "401 The bearer token's claims have the wrong type or size: exp.",
+    )
+
+
+class _Clock:
+    """One wall clock for both PyJWT (datetime.now) and the memory (time.time)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, now: float) -> None:
+        self.now = now
+        clock = self
+
+        class _DateTime(datetime):
+            @classmethod
+            def now(cls, tz=None):  # type: ignore[override]
+                return datetime.fromtimestamp(clock.now, tz)
+
+        monkeypatch.setattr(jwt.api_jwt, "datetime", _DateTime)
+        monkeypatch.setattr(time, "time", lambda: clock.now)
+
+
+def test_a_remembered_token_is_refused_after_the_wall_clock_steps_back(monkeypatch):
+    """`nbf` and `iat` go from invalid to valid only while the wall clock never steps back (NTP
+    step, VM resume, an operator's `date -s`). After a step back a full check says 401 not yet
+    valid (RFC 7519 §4.1.5), and so must the memory."""
+    start = float(int(time.time()))
+    clock = _Clock(monkeypatch, start)
+    claims = valid_claims("alice") | {"nbf": int(start) + 4, "iat": int(start) + 4}
+    token = sign(claims, SECRET)
+    remembering = TokenVerifier(SECRET)
+    assert remembering.verify(token).id == "alice"  # within the 5 s leeway of nbf
+    clock.now = start - 60  # the wall clock is corrected back a minute
+    full = outcome(TokenVerifier(SECRET), token)
+    assert full.startswith("401 The bearer token is not valid: The token is not yet valid")
+    assert outcome(remembering, token) == full
+
+
+_SECONDS = st.integers(-20, 20)
+_MOMENT = _SECONDS | st.floats(-20, 20, allow_nan=False).map(lambda t: round(t, 2))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    exp=_MOMENT,
+    nbf=st.none() | _MOMENT,
+    iat=st.none() | _MOMENT,
+    leeway=st.integers(0, 6),
+    steps=st.lists(_MOMENT, min_size=1, max_size=6),
+)
+def test_at_any_time_the_memory_agrees_with_a_full_check(exp, nbf, iat, leeway, steps):
+    """Generated times around now, whole and fractional, `nbf` and `iat` present or not, and
+    a wall clock that moves forward or back between requests: at every step the remembering
+    verifier answers as a fresh one (RFC 7519 §4.1.4, §4.1.5)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        start = float(int(time.time()))
+        clock = _Clock(monkeypatch, start)
+        claims = valid_claims("alice") | {"exp": start + exp}
+        for name, moment in (("nbf", nbf), ("iat", iat)):
+            if moment is None:
+                claims.pop(name, None)
+            else:
+                claims[name] = start + moment
+        token = sign(claims, SECRET)
+        remembering = TokenVerifier(SECRET, leeway_seconds=leeway)
+        for step in [0, *steps]:
+            clock.now = start + step
+            fresh = outcome(TokenVerifier(SECRET, leeway_seconds=leeway), token)
+            assert outcome(remembering, token) == fresh, f"at {step:+} s"

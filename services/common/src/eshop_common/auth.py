@@ -81,6 +81,23 @@ class Claims(BaseModel):
         return frozenset([self.role] if isinstance(self.role, str) else self.role)
 
 
+@dataclass(frozen=True, slots=True)
+class _Accepted:
+    """A token that passed the full check: its user, and the window of times in which PyJWT
+    accepts it, in PyJWT's own terms (`int()` of each claim; `_validate_exp`, `_validate_nbf`,
+    `_validate_iat` in jwt/api_jwt.py): valid while `not_before <= now + leeway` (the later of
+    `nbf` and `iat`, when either is given) and `now - leeway < expires`."""
+
+    user: User
+    not_before: int | None
+    expires: int
+
+    def holds(self, now: float, leeway: float) -> bool:
+        if self.not_before is not None and self.not_before > now + leeway:
+            return False
+        return self.expires > now - leeway
+
+
 class TokenVerifier:
     """Verifies bearer tokens, and remembers the last `VERIFIED_KEPT` it accepted until they
     expire: a client sends the same token with every request, and checking it again costs more
@@ -93,9 +110,9 @@ class TokenVerifier:
     def __init__(self, secret: str, *, leeway_seconds: int = 5) -> None:
         self._secret = secret
         self._leeway = leeway_seconds
-        # token -> (its user, its `exp`). Keyed by the exact token: any other bytes, a changed
-        # claim or signature included, miss and are verified in full.
-        self._verified: LRUCache[str, tuple[User, float]] = LRUCache(self.VERIFIED_KEPT)
+        # Keyed by the exact token: any other bytes, a changed claim or signature included,
+        # miss and are verified in full.
+        self._verified: LRUCache[str, _Accepted] = LRUCache(self.VERIFIED_KEPT)
         self._lock = threading.Lock()  # LRUCache is not thread-safe; sync routes run on threads
 
     def verify(self, token: str) -> User:
@@ -106,23 +123,22 @@ class TokenVerifier:
         that every claim the sample reads has its RFC 7519 type. Raises `Unauthorized` (401) for
         any token that fails either, whatever its claims hold.
 
-        A token accepted before is accepted again without those checks until its `exp` (plus the
-        leeway) passes: its signature and claims cannot have changed, and of the times only `exp`
-        can go from valid to not (`nbf` and `iat` held when it was first checked).
+        A token accepted before is accepted again without those checks while the time is inside
+        the window PyJWT accepted it in (`_Accepted`): its signature and claims cannot have
+        changed, only the clock. Outside the window (expired, or a clock set back before `nbf`)
+        it is checked in full again, and refused with PyJWT's own reason.
         """
         with self._lock:
             known = self._verified.get(token)
-        if known is not None:
-            user, expires = known
-            if time.time() < expires + self._leeway:  # as PyJWT: `exp` <= now - leeway is expired
-                return user
-        user, expires = self._check(token)
+        if known is not None and known.holds(time.time(), self._leeway):
+            return known.user
+        accepted = self._check(token)
         if len(token) <= self.CACHED_TOKEN_MAX:
             with self._lock:
-                self._verified[token] = (user, expires)
-        return user
+                self._verified[token] = accepted
+        return accepted.user
 
-    def _check(self, token: str) -> tuple[User, float]:
+    def _check(self, token: str) -> _Accepted:
         try:
             payload = jwt.decode(
                 token,
@@ -143,7 +159,12 @@ class TokenVerifier:
             raise Unauthorized(
                 f"The bearer token's claims have the wrong type or size: {', '.join(names)}."
             ) from None
-        return User(id=claims.sub, roles=claims.roles), float(claims.exp)
+        starts = [int(t) for t in (claims.nbf, claims.iat) if t is not None]
+        return _Accepted(
+            User(id=claims.sub, roles=claims.roles),
+            not_before=max(starts) if starts else None,
+            expires=int(claims.exp),  # an int: any size compares exactly with a float `now`
+        )
 
 
 def mint_token(
