@@ -80,6 +80,7 @@ basket = _load(BASKET_DOCUMENT)
 EXISTING: dict[str, list[int]] = {}
 CREATED: list[int] = []
 CATALOG_URL: list[str] = []  # set by own_catalog_items, read by the before_call hook
+ADMIN: list[dict[str, str]] = []  # the same
 REFERENCES = {"catalogBrandId": "brands", "catalogTypeId": "types", "productId": "products"}
 
 
@@ -129,15 +130,25 @@ def use_own_data(_context: schemathesis.HookContext, case: Any, _kwargs: Any) ->
     item_id = path.get("item_id")
     # Ids above the fixture's last item can only be this run's own (tests run one at a time):
     # left as they are. Testing by CREATED instead would miss an item a link follows before
-    # after_call recorded it (schemathesis's ensure_resource_availability check does), and map
-    # it onto a writable item that an earlier DELETE case removed: a false 404.
-    writes = method in ("PUT", "PATCH", "DELETE")
-    if writes and _is_id(item_id, in_path=True) and int(item_id) <= max(EXISTING["writable"]):
-        path["item_id"] = _existing("writable", item_id)
+    # after_call recorded it (schemathesis's ensure_resource_availability check does). Other
+    # ids: a PUT or PATCH goes to one of the writable items, a DELETE to an item made for it
+    # just now. So no fixture item is ever deleted, and no change lands on an item a DELETE
+    # removed: a false 404, which that check reported against the POST a sequence began with
+    # (the stateful phase marks such an id as coming from the POST's link).
+    if _is_id(item_id, in_path=True) and int(item_id) <= max(EXISTING["writable"]):
+        if method == "DELETE":
+            path["item_id"] = _throwaway_item()
+        elif method in ("PUT", "PATCH"):
+            path["item_id"] = _existing("writable", item_id)
     if method in ("PUT", "PATCH") and case.operation.path.startswith("/api/catalog/items/"):
         _name_the_current_version(case, path.get("item_id"))
     if _is_id(path.get("productId"), in_path=True):
         path["productId"] = _existing("products", path["productId"])
+
+
+def _throwaway_item() -> int:
+    with httpx.Client(base_url=CATALOG_URL[0], headers=ADMIN[0], timeout=30) as admin:
+        return _new_item(admin, unique_user("openapi-throwaway"))
 
 
 def _name_the_current_version(case: Any, item_id: Any) -> None:
@@ -216,6 +227,7 @@ def _new_item(admin: httpx.Client, name: str) -> int:
 @pytest.fixture(scope="module", autouse=True)
 def own_catalog_items(target, admin_headers) -> Iterator[None]:
     CATALOG_URL[:] = [target.catalog_url]
+    ADMIN[:] = [admin_headers]
     with httpx.Client(base_url=target.catalog_url, headers=admin_headers, timeout=30) as admin:
         EXISTING["brands"] = [row["id"] for row in admin.get("/api/catalog/brands").json()]
         EXISTING["types"] = [row["id"] for row in admin.get("/api/catalog/types").json()]
