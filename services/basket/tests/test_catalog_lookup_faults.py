@@ -16,25 +16,15 @@ from aiohttp import web
 
 from basket.state import CatalogUnavailable, DaprSidecar, StoreBreaker
 from devstack.stack import Stack
+from devstack.testkit import fake_sidecar
 from devstack.testkit import unique_user as buyer
 from eshop_common.problems import ServiceUnavailable
 from eshop_common.sidecar import Sidecar
 
 
-async def _fake_sidecar(handler):  # type: ignore[no-untyped-def]
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}"
-
-
 def _catalog_lookup_error(handler, timeout: float) -> BaseException | None:  # type: ignore[no-untyped-def]
     async def main() -> BaseException | None:
-        runner, url = await _fake_sidecar(handler)
+        runner, url = await fake_sidecar(handler)
         try:
             async with Sidecar(url, owner="basket", timeout_seconds=timeout) as client:
                 dapr = DaprSidecar(

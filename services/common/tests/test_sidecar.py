@@ -3,17 +3,16 @@ store, Redis pub/sub), and against sidecars that are not there or never answer."
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
 
 from devstack.procs import free_port
 from devstack.stack import Stack
+from devstack.testkit import run_with
 from eshop_common.sidecar import (
     DaprError,
     NotJson,
@@ -26,23 +25,6 @@ from eshop_common.sidecar import (
 
 T = TypeVar("T")
 STORE = "statestore"
-
-
-def run_with(sidecar: Sidecar, use: Callable[[Sidecar], Awaitable[T]]) -> T:
-    async def main() -> T:
-        async with sidecar:
-            return await use(sidecar)
-
-    return asyncio.run(main())
-
-
-@pytest.fixture
-def sidecar(stack: Stack) -> Sidecar:
-    """A client to the basket's sidecar, with the stack's API token."""
-    return Sidecar(
-        stack.dapr_url("basket-api"), owner="test",
-        api_token=stack.shared_env["DAPR_API_TOKEN"], timeout_seconds=5,
-    )  # fmt: skip
 
 
 def key() -> str:

@@ -9,7 +9,6 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import pytest
@@ -17,7 +16,7 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
-from devstack.stack import Stack
+from devstack.testkit import fake_sidecar, run_with
 from eshop_common.sidecar import (
     EXACT_INTEGER_MAX,
     DaprError,
@@ -30,35 +29,6 @@ from eshop_common.sidecar import (
 
 T = TypeVar("T")
 STORE = "statestore"
-
-
-def run_with(sidecar: Sidecar, use: Callable[[Sidecar], Awaitable[T]]) -> T:
-    async def main() -> T:
-        async with sidecar:
-            return await use(sidecar)
-
-    return asyncio.run(main())
-
-
-@pytest.fixture
-def sidecar(stack: Stack) -> Sidecar:
-    return Sidecar(
-        stack.dapr_url("basket-api"), owner="test",
-        api_token=stack.shared_env["DAPR_API_TOKEN"], timeout_seconds=5,
-    )  # fmt: skip
-
-
-async def fake_sidecar(
-    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
-) -> tuple[web.AppRunner, str]:
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}"
 
 
 # -- keys that reach the URL path ---------------------------------------------------------------

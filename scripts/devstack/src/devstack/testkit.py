@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import httpx
 import redis
+from aiohttp import web
 
 from devstack.stack import DEMO_DAPR_API_TOKEN, DEMO_JWT_SECRET, Stack
 
@@ -146,3 +148,32 @@ def store_entry(stack: Stack, key: str, value: Any, app_id: str = "basket-api") 
     with sidecar_state(stack, app_id) as state:
         resp = state.post("", json=[{"key": key, "value": value}])
     assert resp.status_code == 204, resp.text
+
+
+T = TypeVar("T")
+
+
+def run_with(client: Any, use: Callable[[Any], Awaitable[T]]) -> T:
+    """Open `client` (an async context manager, such as eshop_common's Sidecar), run `use` on it
+    and close it, on an event loop of its own."""
+
+    async def main() -> T:
+        async with client:
+            return await use(client)
+
+    return asyncio.run(main())
+
+
+async def fake_sidecar(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> tuple[web.AppRunner, str]:
+    """An HTTP server on a free loopback port that answers every request with `handler`: a
+    sidecar that misbehaves on purpose. Returns its runner (clean it up) and base URL."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}"
