@@ -52,3 +52,16 @@ def test_the_catalog_benchmark_measures_every_scenario_without_errors():
         "--warmup", "0.2", "--concurrency", "4", "--saturation-seconds", "1",
     )  # fmt: skip
     assert re.search(r"\b0 errors\b", out), out
+
+
+def test_the_basket_profile_measures_every_part():
+    out = run("profile_basket.py", "--requests", "20", "--rounds", "1")
+    for request in ("bare FastAPI: empty async route", "GET /api/basket", "POST /api/basket/items"):
+        assert f"{request} |" in out, out
+    # Each in-process request's parts were found: the sidecar calls, once or three times.
+    assert re.search(
+        r"GET /api/basket \(three lines\) \| [\d,]+ \| [\d,]+ \| [\d,]+ \(1\.0 calls\)", out
+    ), out
+    assert re.search(r"POST /api/basket/items \| [\d,]+ \| [\d,]+ \| [\d,]+ \(3\.0 calls\)", out), (
+        out
+    )
