@@ -6,14 +6,15 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eshop_common import health, telemetry
 from eshop_common.auth import TokenVerifier
 from eshop_common.overload import LoadShedding
-from eshop_common.problems import install_problem_handlers
+from eshop_common.problems import install_problem_handlers, problem_responses
 from eshop_common.settings import ServiceSettings
 
 
@@ -66,6 +67,61 @@ class HeadAsGet:
         await self.app({**scope, "method": "GET"}, receive, without_body)
 
 
+async def known_query_parameters(request: Request) -> None:
+    """Refuse a query parameter the operation does not declare in the app's OpenAPI document.
+
+    Ignored, it would get an answer to a question that was not asked (a misspelt `pagesize`
+    gets the default page size, without a word), and the document, which lists every parameter
+    there is, would not tell the truth. Raises RequestValidationError (422 problem details, each
+    unknown name an `extra_forbidden` error in the query: what FastAPI answers for a query model
+    with `extra="forbid"`). An operation the document leaves out is not checked."""
+    if not request.scope.get("query_string"):
+        return
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    declared = _declared_query_parameters(request.app, route.path_format, request.method)
+    if declared is None:
+        return
+    unknown = [name for name in request.query_params if name not in declared]
+    if unknown:
+        takes = ", ".join(sorted(declared)) or "none"
+        raise RequestValidationError(
+            [
+                {
+                    "type": "extra_forbidden",
+                    "loc": ("query", name),
+                    "msg": f"not a parameter of this operation (it takes: {takes})",
+                    "input": request.query_params[name],
+                }
+                for name in unknown
+            ]
+        )
+
+
+def _declared_query_parameters(app: FastAPI, path: str, method: str) -> frozenset[str] | None:
+    """The names of the query parameters the app's OpenAPI document gives the operation (None:
+    not in the document), worked out once per operation."""
+    known: dict[tuple[str, str], frozenset[str] | None] = app.state.query_parameters
+    key = (path, method)
+    if key not in known:
+        operation = app.openapi().get("paths", {}).get(path, {}).get(method.lower())
+        known[key] = (
+            None
+            if operation is None
+            else frozenset(p["name"] for p in operation.get("parameters", []) if p["in"] == "query")
+        )
+    return known[key]
+
+
+def _unknown_query_parameters_are_refused(document: dict[str, Any]) -> None:
+    # Every operation can answer 422 for a query parameter it does not take; FastAPI documents
+    # 422 only on operations that have inputs of their own.
+    for path in document.get("paths", {}).values():
+        for operation in path.values():
+            operation.setdefault("responses", {}).setdefault("422", problem_responses(422)[422])
+
+
 def create_app(
     *,
     app_id: str,
@@ -84,7 +140,9 @@ def create_app(
         # operationId = the route function's name (read_item, add_basket_item): what a generated
         # client calls, and what the documents' links name.
         generate_unique_id_function=_route_name,
+        dependencies=[Depends(known_query_parameters)],
     )
+    app.state.query_parameters = {}
     app.state.token_verifier = TokenVerifier(settings.jwt_secret.get_secret_value())
     app.state.app_api_token = settings.app_api_token
     app.state.readiness_check = readiness_check
@@ -98,6 +156,7 @@ def create_app(
     app.include_router(health.router)
     telemetry.install(app, app_id)
     app.add_middleware(HeadAsGet)
+    extend_openapi(app, _unknown_query_parameters_are_refused)
     return app
 
 
