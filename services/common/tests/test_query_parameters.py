@@ -10,16 +10,27 @@ from typing import Annotated
 from urllib.parse import urlencode
 
 from failing_app import always_ready
-from fastapi import FastAPI, Query
+from fastapi import APIRouter, Depends, FastAPI, Query
 from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import AliasChoices, BaseModel, Field
 
-from eshop_common.app import create_app
+from eshop_common.app import UNKNOWN_NAMES_SHOWN, create_app
+from eshop_common.auth import CurrentUser
 from eshop_common.problems import PROBLEM_JSON
 from eshop_common.settings import ServiceSettings
 
 DECLARED = {"pageSize", "q"}
+
+
+async def paging(cursor: str | None = None) -> str | None:
+    return cursor
+
+
+class Filters(BaseModel):
+    colour: str | None = None
+    size_label: str | None = Field(default=None, alias="sizeLabel")
 
 
 def add_routes(app: FastAPI) -> FastAPI:
@@ -34,10 +45,25 @@ def add_routes(app: FastAPI) -> FastAPI:
     async def list_brands() -> list[str]:
         return ["a brand"]
 
-    @app.get("/hidden", include_in_schema=False)
-    async def hidden() -> str:
-        return "not in the document, so nothing is promised about its parameters"
+    # What FastAPI parses in other ways is taken too: a dependency's parameter, a query model's
+    # fields, alias choices, a parameter left out of the document, a route under a prefix given
+    # when its router is included.
+    router = APIRouter()
 
+    @router.get("/shoes")
+    async def list_shoes(
+        cursor: Annotated[str | None, Depends(paging)],
+        filters: Annotated[Filters, Query()],
+        limit: Annotated[int, Query(validation_alias=AliasChoices("limit", "max"))] = 5,
+        debug: Annotated[bool, Query(include_in_schema=False)] = False,
+    ) -> dict[str, object]:
+        return {"cursor": cursor, "colour": filters.colour, "limit": limit, "debug": debug}
+
+    @router.get("/mine")
+    async def mine(user: CurrentUser) -> str:
+        return user.id
+
+    app.include_router(router, prefix="/v2")
     return app
 
 
@@ -89,14 +115,35 @@ def test_declared_query_parameters_are_answered(page_size, q):
     assert response.json() == {"pageSize": page_size, "q": q}
 
 
-def test_a_request_without_a_query_and_an_undocumented_route_are_not_checked():
+def test_a_request_without_a_query_is_not_checked():
     assert client.get("/items").status_code == 200
     assert client.get("/brands").status_code == 200
-    assert client.get("/hidden?anything=1").status_code == 200
+
+
+def test_what_fastapi_parses_is_taken_wherever_it_is_declared():
+    query = "cursor=c1&colour=red&sizeLabel=M&max=7&debug=true"
+    response = client.get(f"/v2/shoes?{query}")
+    assert response.status_code == 200, response.text
+    assert response.json() == {"cursor": "c1", "colour": "red", "limit": 7, "debug": True}
+    assert unknown_parameter_refused(client.get("/v2/shoes?colour=red&q=x"), {"q"})
+
+
+def test_the_shape_of_the_query_is_checked_before_the_token():
+    # Like a body that is not JSON (400 before 401), a request of the wrong shape is refused
+    # whoever sends it; a well-formed one without a token is 401.
+    assert client.get("/v2/mine").status_code == 401
+    assert unknown_parameter_refused(client.get("/v2/mine?x=1"), {"x"})
+
+
+def test_an_answer_names_a_bounded_number_of_unknown_parameters():
+    response = client.get("/brands?" + "&".join(f"n{i}=1" for i in range(1000)))
+    assert unknown_parameter_refused(response, {f"n{i}" for i in range(UNKNOWN_NAMES_SHOWN)})
+    assert len(response.content) < 10_000
 
 
 def test_the_problem_says_which_parameters_the_operation_takes():
     detail = client.get("/items?pagesize=5").json()["detail"]
+    assert detail.count("pageSize, q") == 1, detail
     assert "pagesize" in detail, detail
     assert "pageSize, q" in detail, detail
     assert "takes: none" in client.get("/brands?page=2").json()["detail"]
