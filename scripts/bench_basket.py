@@ -110,6 +110,13 @@ class Run:
     def rps(self) -> float:
         return len(self.latencies) / self.elapsed if self.elapsed else 0.0
 
+    def record(self, started: float, failed: str | None) -> None:
+        """One answered request: its latency from `started` (time.perf_counter), and what it
+        got when it failed."""
+        self.latencies.append(time.perf_counter() - started)
+        if failed:
+            self.failures[failed] += 1
+
     def ms(self, percentile: float) -> float:
         ordered = sorted(self.latencies)
         if not ordered:
@@ -132,10 +139,7 @@ async def open_loop(op: Op, rate: float, seconds: float) -> Run:
     done = asyncio.Event()
 
     async def one(i: int, scheduled: float) -> None:
-        failed = await attempt(op, i)
-        run.latencies.append(time.perf_counter() - scheduled)
-        if failed:
-            run.failures[failed] += 1
+        run.record(scheduled, await attempt(op, i))
 
     def start(i: int, scheduled: float) -> None:
         task = loop.create_task(one(i, scheduled))
@@ -167,10 +171,7 @@ async def closed_loop(op: Op, connections: int, seconds: float) -> Run:
 
     async def client() -> None:
         while (started := time.perf_counter()) < deadline:
-            failed = await attempt(op, next(counter))
-            run.latencies.append(time.perf_counter() - started)
-            if failed:
-                run.failures[failed] += 1
+            run.record(started, await attempt(op, next(counter)))
 
     t0 = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(connections)))

@@ -397,6 +397,8 @@ class Sidecar:
     ) -> SidecarReply:
         """`method` /v1.0/invoke/<app_id>/method/<path>?<query>: the called app's answer as it
         came, whatever its status (a Dapr error body when the call never reached the app).
+        `path` is sent as it is: percent-encode what comes from outside (segment()); `query` is
+        encoded here.
         `headers` go through to the app (Authorization, If-Match, If-None-Match,
         Idempotency-Key...); the trace's `traceparent` is added by the OpenTelemetry aiohttp
         instrumentation. Raises SidecarUnavailable (503, `timed_out` when the answer took longer
