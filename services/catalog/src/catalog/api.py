@@ -7,7 +7,7 @@ from collections.abc import Hashable, Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response, status
-from pydantic import AfterValidator, BeforeValidator, TypeAdapter
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -84,24 +84,42 @@ def _search_text(value: str | None) -> str | None:
     return storable_text(value).strip() or None
 
 
-SearchText = Annotated[
-    str | None,
-    Query(
-        max_length=SEARCH_TEXT_MAX,
-        pattern=NO_NUL_PATTERN,
-        description="Words to look for in name and description",
-    ),
-    AfterValidator(_search_text),
-]
-IdList = Annotated[
-    list[Id],
-    Query(
-        min_length=1,
-        max_length=BY_IDS_MAX,
-        description=f"Comma-separated item ids, at most {BY_IDS_MAX}",
-    ),
-    BeforeValidator(_split_ids),
-]
+class QueryParameters(BaseModel):
+    """A route's query parameters, as a query model (`Annotated[Model, Query()]`). A name it
+    does not have is 422 (`extra_forbidden`), never ignored: a misspelt `pagesize` would
+    otherwise get the default page size without a word, and the OpenAPI document, which lists
+    every parameter there is, would not tell the truth."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ItemsQuery(QueryParameters):
+    page_index: int = Field(0, alias="pageIndex", ge=0, le=PAGE_INDEX_MAX)
+    page_size: int = Field(10, alias="pageSize", ge=1, le=PAGE_SIZE_MAX)
+    brand_id: int | None = Field(None, alias="brandId", ge=1, le=INT32_MAX)
+    type_id: int | None = Field(None, alias="typeId", ge=1, le=INT32_MAX)
+    q: Annotated[
+        str | None,
+        Field(
+            max_length=SEARCH_TEXT_MAX,
+            pattern=NO_NUL_PATTERN,
+            description="Words to look for in name and description",
+        ),
+        AfterValidator(_search_text),
+    ] = None
+
+
+class IdsQuery(QueryParameters):
+    ids: Annotated[
+        list[Id],
+        Field(
+            min_length=1,
+            max_length=BY_IDS_MAX,
+            description=f"Comma-separated item ids, at most {BY_IDS_MAX}",
+        ),
+        BeforeValidator(_split_ids),
+    ]
+
 
 router = APIRouter(prefix="/api/catalog", tags=["catalog"])
 
@@ -247,16 +265,10 @@ _TYPES = TypeAdapter(list[TypePublic])
     responses=_cached_reads(problem_responses(422, 503)),
     openapi_extra=IF_NONE_MATCH,
 )
-async def read_items(
-    request: Request,
-    page_index: Annotated[int, Query(alias="pageIndex", ge=0, le=PAGE_INDEX_MAX)] = 0,
-    page_size: Annotated[int, Query(alias="pageSize", ge=1, le=PAGE_SIZE_MAX)] = 10,
-    brand_id: Annotated[int | None, Query(alias="brandId", ge=1, le=INT32_MAX)] = None,
-    type_id: Annotated[int | None, Query(alias="typeId", ge=1, le=INT32_MAX)] = None,
-    q: SearchText = None,
-) -> Response:
+async def read_items(request: Request, query: Annotated[ItemsQuery, Query()]) -> Response:
     """List catalog items a page at a time, filtered by brand, type and search text."""
-    filter_ = ItemFilter(brand_id=brand_id, type_id=type_id, text=q)
+    filter_ = ItemFilter(brand_id=query.brand_id, type_id=query.type_id, text=query.q)
+    page_index, page_size = query.page_index, query.page_size
 
     def load(session: Session, revision: int) -> tuple[bytes, str]:
         page = service.list_items(session, filter_, page_index, page_size)
@@ -277,8 +289,9 @@ async def read_items(
     responses=_cached_reads(problem_responses(422, 503)),
     openapi_extra=IF_NONE_MATCH,
 )
-async def read_items_by_ids(request: Request, ids: IdList) -> Response:
+async def read_items_by_ids(request: Request, query: Annotated[IdsQuery, Query()]) -> Response:
     """The items with the given ids, in the order asked for; unknown ids are left out."""
+    ids = query.ids
 
     def load(session: Session, revision: int) -> tuple[bytes, str]:
         items = [ItemPublic.from_model(item) for item in service.get_items(session, ids)]

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, status
+from pydantic import Field
 
-from catalog.api import PAGE_INDEX_MAX, SessionDep
+from catalog.api import PAGE_INDEX_MAX, QueryParameters, SessionDep
 from catalog.dead_letters import service
 from catalog.dead_letters.models import EVENT_ID_MAX, TOPIC_MAX
 from catalog.dead_letters.schemas import DeadLetterPublic
@@ -41,31 +42,34 @@ router = APIRouter(
 )
 
 
+class DeadLettersQuery(QueryParameters):
+    page_index: int = Field(0, alias="pageIndex", ge=0, le=PAGE_INDEX_MAX)
+    page_size: int = Field(10, alias="pageSize", ge=1, le=PAGE_SIZE_MAX)
+    topic: str | None = Field(
+        None, max_length=TOPIC_MAX, pattern=NO_NUL_PATTERN, description="Only this topic's"
+    )
+    event_id: str | None = Field(
+        None,
+        alias="eventId",
+        max_length=EVENT_ID_MAX,
+        pattern=NO_NUL_PATTERN,
+        description="Only the letter with this CloudEvent id",
+    )
+
+
 @router.get("")
 def read_dead_letters(
     _admin: AdminUser,
     session: SessionDep,
-    page_index: Annotated[int, Query(alias="pageIndex", ge=0, le=PAGE_INDEX_MAX)] = 0,
-    page_size: Annotated[int, Query(alias="pageSize", ge=1, le=PAGE_SIZE_MAX)] = 10,
-    topic: Annotated[
-        str | None,
-        Query(max_length=TOPIC_MAX, pattern=NO_NUL_PATTERN, description="Only this topic's"),
-    ] = None,
-    event_id: Annotated[
-        str | None,
-        Query(
-            alias="eventId",
-            max_length=EVENT_ID_MAX,
-            pattern=NO_NUL_PATTERN,
-            description="Only the letter with this CloudEvent id",
-        ),
-    ] = None,
+    query: Annotated[DeadLettersQuery, Query()],
 ) -> Page[DeadLetterPublic]:
     """Dead letters, the most recently seen first (admin only)."""
-    count, rows = service.list_letters(session, topic, event_id, page_index, page_size)
+    count, rows = service.list_letters(
+        session, query.topic, query.event_id, query.page_index, query.page_size
+    )
     return Page(
-        page_index=page_index,
-        page_size=page_size,
+        page_index=query.page_index,
+        page_size=query.page_size,
         count=count,
         items=[DeadLetterPublic.from_model(row) for row in rows],
     )
