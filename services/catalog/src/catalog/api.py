@@ -93,9 +93,14 @@ class QueryParameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ItemsQuery(QueryParameters):
+class PageQuery(QueryParameters):
+    """Which page of a list: `pageIndex` from 0, `pageSize` items each."""
+
     page_index: int = Field(0, alias="pageIndex", ge=0, le=PAGE_INDEX_MAX)
     page_size: int = Field(10, alias="pageSize", ge=1, le=PAGE_SIZE_MAX)
+
+
+class ItemsQuery(PageQuery):
     brand_id: int | None = Field(None, alias="brandId", ge=1, le=INT32_MAX)
     type_id: int | None = Field(None, alias="typeId", ge=1, le=INT32_MAX)
     q: Annotated[

@@ -7,12 +7,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, status
 from pydantic import Field
 
-from catalog.api import PAGE_INDEX_MAX, QueryParameters, SessionDep
+from catalog.api import PageQuery, SessionDep
 from catalog.dead_letters import service
 from catalog.dead_letters.models import EVENT_ID_MAX, TOPIC_MAX
 from catalog.dead_letters.schemas import DeadLetterPublic
 from catalog.errors import DatabaseUnavailable
-from catalog.schemas import NO_NUL_PATTERN, PAGE_SIZE_MAX, Page
+from catalog.schemas import NO_NUL_PATTERN, Page
 from eshop_common.auth import AdminUser, FromSidecar
 from eshop_common.events import RETRY, SUCCESS, EventAck
 from eshop_common.problems import UnprocessableContent, problem_responses
@@ -42,9 +42,7 @@ router = APIRouter(
 )
 
 
-class DeadLettersQuery(QueryParameters):
-    page_index: int = Field(0, alias="pageIndex", ge=0, le=PAGE_INDEX_MAX)
-    page_size: int = Field(10, alias="pageSize", ge=1, le=PAGE_SIZE_MAX)
+class DeadLettersQuery(PageQuery):
     topic: str | None = Field(
         None, max_length=TOPIC_MAX, pattern=NO_NUL_PATTERN, description="Only this topic's"
     )
