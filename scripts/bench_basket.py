@@ -58,7 +58,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -73,7 +73,7 @@ from httpx_aiohttp import AiohttpTransport
 
 from devstack.observability import install_jaeger
 from devstack.postgres import PostgresServer
-from devstack.procs import free_port
+from devstack.procs import free_port, proc_stats
 from devstack.redis import RedisServer
 from devstack.stack import DEMO_DAPR_API_TOKEN, DEMO_JWT_SECRET, REPO_ROOT, Stack, install_daprd
 from eshop_common.auth import mint_token
@@ -183,19 +183,6 @@ async def closed_loop(op: Op, connections: int, seconds: float) -> Run:
 Member = Callable[[int, int, int], bool]  # (pid, ppid, process group) -> belongs to the group
 
 
-def _proc_stats() -> Iterator[tuple[int, int, int, int]]:
-    """(pid, ppid, process group, CPU ticks) of every process."""
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        fields = raw[raw.rindex(")") + 2 :].split()
-        yield int(entry.name), int(fields[1]), int(fields[2]), int(fields[11]) + int(fields[12])
-
-
 class CpuMeter:
     """CPU time of the stack's process groups, so a saturation figure says who used the cores."""
 
@@ -204,7 +191,7 @@ class CpuMeter:
 
     def sample(self) -> dict[str, float]:
         totals = dict.fromkeys(self._groups, 0.0)
-        for pid, ppid, pgrp, ticks in _proc_stats():
+        for pid, ppid, pgrp, ticks in proc_stats():
             for name, member in self._groups.items():
                 if member(pid, ppid, pgrp):
                     totals[name] += ticks / TICK
@@ -263,7 +250,7 @@ def memory_of(stack: Stack) -> list[Memory]:
     wrapper). Private = `Anonymous`, file-backed = `Rss` less that."""
     largest: dict[str, tuple[int, dict[str, int]]] = {}
     groups = {proc.popen.pid: name for name, proc in stack.procs.items()}
-    for pid, _, pgrp, _ in _proc_stats():
+    for pid, _, pgrp, _ in proc_stats():
         if pgrp not in groups:
             continue
         try:

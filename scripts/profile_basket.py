@@ -43,6 +43,7 @@ import aiohttp
 import uvloop
 from fastapi import Depends, FastAPI, Header
 
+from devstack.procs import proc_stats
 from devstack.stack import DEMO_DAPR_API_TOKEN, DEMO_JWT_SECRET, Stack, install_daprd
 from eshop_common.auth import mint_token
 
@@ -171,18 +172,7 @@ def in_process(
 
 def group_cpu_seconds(pgid: int) -> float:
     """CPU seconds (user + system) used so far by the processes of process group `pgid`."""
-    ticks = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        fields = raw[raw.rindex(")") + 2 :].split()
-        if int(fields[2]) == pgid:
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / TICK
+    return sum(ticks for _, _, group, ticks in proc_stats() if group == pgid) / TICK
 
 
 def over_http(

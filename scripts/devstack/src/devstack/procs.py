@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 
@@ -108,3 +108,18 @@ def run(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
             f"{' '.join(argv)} exited with {result.returncode}:\n{result.stdout}{result.stderr}"
         )
     return result
+
+
+def proc_stats() -> Iterator[tuple[int, int, int, int]]:
+    """(pid, parent pid, process group, CPU ticks: user + system) of every process, from
+    /proc/<pid>/stat (Linux only; one tick is 1 / os.sysconf("SC_CLK_TCK") s). A process that
+    ends while it is read is left out."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2 :].split()
+        yield int(entry.name), int(fields[1]), int(fields[2]), int(fields[11]) + int(fields[12])
