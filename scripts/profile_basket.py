@@ -19,7 +19,7 @@ calls (`Sidecar.request`: aiohttp, the request out and the answer in), and the r
 middleware, the basket's own code, the response). The figures are medians over `--rounds`
 rounds of `--requests` requests each; only figures from the same run compare.
 
-    uv run python scripts/profile_basket.py                   # ~1 minute after the stack is up
+    uv run python scripts/profile_basket.py                   # 6-8 minutes on 2 cores
     uv run python scripts/profile_basket.py --requests 200    # a quick look
 """
 
